@@ -1,0 +1,39 @@
+# clamsmtpd - an SMTP filter that scans mail with ClamAV's clamd
+PREFIX  ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror
+SRCS     = clamsmtpd.c net.c smtp.c clamd.c spool.c
+HDRS     = clamsmtpd.h
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+all: clamsmtpd
+
+clamsmtpd: $(SRCS) $(HDRS)
+	$(CC) $(CFLAGS) -o $@ $(SRCS) $(LDFLAGS)
+
+# The same program built with AddressSanitizer and UBSan; the tests pass on it too.
+clamsmtpd-asan: $(SRCS) $(HDRS)
+	$(CC) $(CFLAGS) -O1 $(SAN) -o $@ $(SRCS) $(LDFLAGS)
+
+asan: clamsmtpd-asan
+
+check: clamsmtpd
+	tests/deps.sh
+	bats tests
+
+check-asan: clamsmtpd-asan
+	tests/deps.sh
+	CLAMSMTPD=$(CURDIR)/clamsmtpd-asan bats tests
+
+install: clamsmtpd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 755 clamsmtpd $(DESTDIR)$(SBINDIR)/clamsmtpd
+	install -m 644 man/clamsmtpd.8 $(DESTDIR)$(MANDIR)/man8/clamsmtpd.8
+
+clean:
+	rm -f clamsmtpd clamsmtpd-asan
+
+.PHONY: all asan check check-asan install clean

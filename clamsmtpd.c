@@ -1,0 +1,380 @@
+/*
+ * clamsmtpd.c - options, logging, and the two ways to run
+ *
+ * stdio mode: inetd, xinetd, systemd Accept=yes or a pipe gives us the
+ * client on fd 0/1; we serve it and exit. Listener mode: we accept, fork,
+ * and run exactly the same session code in the child. Everything about
+ * one session lives in smtp.c.
+ */
+#define _GNU_SOURCE
+#include "clamsmtpd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define USAGE "usage: clamsmtpd [-bqrv] [-c clamaddr] [-d level] [-D tmpdir] [-h header] " \
+	"[-l listenaddr] [-m maxconn] [-p pidfile] [-t timeout] serveraddr"
+#define MAX_LISTEN 16
+
+static struct config config = {
+	.debug = -1,
+	.tmpdir = "/tmp",
+	.header = DEFAULT_HEADER,
+	.maxconn = DEFAULT_MAXCONN,
+	.timeout = DEFAULT_TIMEOUT,
+};
+const struct config *cfg = &config;
+
+volatile sig_atomic_t stop_requested;
+int stop_point;
+static int log_to_stderr, log_level = LOG_INFO;
+
+/* printable - peer text made safe for a log line: no control bytes, bounded */
+void printable(char *out, size_t cap, const char *in, size_t len)
+{
+	size_t o = 0;
+
+	if (cap == 0)
+		return;
+	for (size_t i = 0; i < len && o + 1 < cap; i++)
+		out[o++] = in[i] >= ' ' && in[i] <= '~' ? in[i] : '?';
+	if (o + 1 == cap && len >= cap && cap > 4)
+		memcpy(out + cap - 4, "...", 3);
+	out[o] = '\0';
+}
+
+void log_open(int debug)
+{
+	/* Under inetd fd 2 is the connection: nothing but SMTP may go there. */
+	log_to_stderr = debug >= 0 && !is_socket(2) && fcntl(2, F_GETFD) >= 0;
+	if (debug >= 0)
+		log_level = LOG_ERR + debug;
+	if (!log_to_stderr)
+		openlog("clamsmtpd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void msg(int level, const char *fmt, ...)
+{
+	char text[2048];
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (log_to_stderr)
+		fprintf(stderr, "clamsmtpd[%d]: %s\n", (int)getpid(), text);
+	else
+		syslog(level, "%s", text);
+}
+
+static void die_usage(const char *problem, const char *what)
+{
+	fprintf(stderr, "clamsmtpd: %s%s%s\n", problem, what ? ": " : "", what ? what : "");
+	exit(2);
+}
+
+static int number(const char *text, int low, int high, const char *flag)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(text, &end, 10);
+	if (errno || end == text || *end || n < low || n > high) {
+		fprintf(stderr, "clamsmtpd: %s must be a number from %d to %d: %s\n",
+			flag, low, high, text);
+		exit(2);
+	}
+	return (int)n;
+}
+
+/* check_tmpdir - SPEC 1: a directory, not world-writable unless sticky */
+static void check_tmpdir(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0)
+		die_usage("-D tmpdir cannot be used", strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		die_usage("-D tmpdir is not a directory", dir);
+	if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+		die_usage("-D tmpdir is world-writable without the sticky bit", dir);
+	if (access(dir, W_OK | X_OK) < 0)
+		die_usage("-D tmpdir is not writable", dir);
+}
+
+static void check_address(const char *text, const char *port, const char *what)
+{
+	struct addr addr;
+	char problem[80];
+
+	snprintf(problem, sizeof(problem), "bad %s", what);
+	if (addr_parse(text, port, &addr) < 0)
+		die_usage(problem, text);
+}
+
+static void parse_options(int argc, char **argv)
+{
+	int c;
+
+	opterr = 0;
+	while ((c = getopt(argc, argv, ":bc:d:D:h:l:m:p:qrt:v")) != -1) {
+		switch (c) {
+		case 'b': config.bounce = 1; break;
+		case 'c': config.clamaddr = optarg; break;
+		case 'd': config.debug = number(optarg, 0, 4, "-d level"); break;
+		case 'D': config.tmpdir = optarg; break;
+		case 'h': config.header = optarg; break;
+		case 'l': config.listenaddr = optarg; break;
+		case 'm': config.maxconn = number(optarg, 1, 100000, "-m maxconn"); break;
+		case 'p': config.pidfile = optarg; break;
+		case 'q': config.quarantine = 1; break;
+		case 'r': config.obsolete_r = 1; break;
+		case 't': config.timeout = number(optarg, 1, 86400, "-t timeout"); break;
+		case 'v': printf("clamsmtpd %s\n", VERSION); exit(0);
+		case ':':
+			fprintf(stderr, "clamsmtpd: option -%c needs a value; %s\n", optopt, USAGE);
+			exit(2);
+		default:
+			if (optopt == '?') {
+				printf("%s\n", USAGE);
+				exit(0);
+			}
+			fprintf(stderr, "clamsmtpd: unknown option -%c; %s\n", optopt, USAGE);
+			exit(2);
+		}
+	}
+	if (optind != argc - 1)
+		die_usage(optind < argc ? "only one serveraddr may be given; " USAGE
+					: "serveraddr is missing; " USAGE, NULL);
+	config.serveraddr = argv[optind];
+	check_address(config.serveraddr, "25", "serveraddr");
+	if (config.clamaddr)
+		check_address(config.clamaddr, "3310", "-c clamaddr");
+	if (config.listenaddr)
+		check_address(config.listenaddr, "10025", "-l listenaddr");
+	if (!header_valid(config.header))
+		die_usage("-h header must be 'Name: value', printable, on one line", config.header);
+	check_tmpdir(config.tmpdir);
+}
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void on_child(int sig)
+{
+	(void)sig;
+}
+
+/* pidfile_check - refuse to start over a listener that is still running */
+static void pidfile_check(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long pid;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%ld", &pid) == 1 && pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+		fprintf(stderr, "clamsmtpd: %s names process %ld, which is running\n", path, pid);
+		exit(1);
+	}
+	fclose(f);
+}
+
+static void pidfile_write(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0)
+		msg(LOG_ERR, "cannot write pidfile %s: %s", path, strerror(errno));
+}
+
+/* inherited_sockets - systemd Accept=no: LISTEN_FDS sockets from fd 3 */
+static int inherited_sockets(int *fds)
+{
+	const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS");
+	int n;
+
+	if (!pid || !count || atol(pid) != (long)getpid())
+		return 0;
+	n = atoi(count);
+	if (n > MAX_LISTEN)
+		n = MAX_LISTEN;
+	for (int i = 0; i < n; i++) {
+		fds[i] = 3 + i;
+		fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return n;
+}
+
+static int open_listener(int *fds)
+{
+	struct addr addr;
+	char why[512];
+
+	addr_parse(cfg->listenaddr ? cfg->listenaddr : "10025", "10025", &addr);
+	fds[0] = addr_listen(&addr, cfg->maxconn, why, sizeof(why));
+	if (fds[0] < 0) {
+		fprintf(stderr, "clamsmtpd: cannot listen on %s\n", why);
+		exit(1);
+	}
+	return 1;
+}
+
+static void daemonise(void)
+{
+	pid_t pid = fork();
+	int null;
+
+	if (pid < 0) {
+		fprintf(stderr, "clamsmtpd: cannot fork: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0)
+		_exit(0);
+	setsid();
+	if (chdir("/") < 0)
+		msg(LOG_ERR, "cannot chdir to /: %s", strerror(errno));
+	null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+}
+
+/* serve_child - the forked child runs exactly the stdio-mode session */
+static void serve_child(int client, int *fds, int nfds, const sigset_t *old_mask)
+{
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	signal(SIGCHLD, SIG_DFL);
+	sigprocmask(SIG_SETMASK, old_mask, NULL);
+	if (dup2(client, 0) < 0 || dup2(client, 1) < 0)
+		_exit(1);
+	if (client > 1)
+		close(client);
+	_exit(smtp_session(0, 1));
+}
+
+static void refuse(int client)
+{
+	static const char reply[] = R_TOO_MANY "\r\n";
+
+	msg(LOG_WARNING, "too many connections (%d), refusing one", cfg->maxconn);
+	if (send(client, reply, sizeof(reply) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		msg(LOG_DEBUG, "could not send refusal: %s", strerror(errno));
+	close(client);
+}
+
+/* listener - accept, fork, serve; stop cleanly on SIGTERM/SIGINT */
+static int listener(void)
+{
+	int fds[MAX_LISTEN], nfds, live = 0;
+	struct pollfd polls[MAX_LISTEN];
+	sigset_t block, old_mask;
+
+	if (cfg->pidfile)
+		pidfile_check(cfg->pidfile);
+	nfds = inherited_sockets(fds);
+	if (nfds == 0)
+		nfds = open_listener(fds);
+	if (cfg->debug < 0)
+		daemonise();
+	if (cfg->pidfile)
+		pidfile_write(cfg->pidfile);
+	msg(LOG_NOTICE, "listening for connections, at most %d at once", cfg->maxconn);
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &old_mask);
+	for (int i = 0; i < nfds; i++) {
+		polls[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+		set_nonblocking(fds[i]);
+	}
+	while (!stop_requested) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			live--;
+		/* Signals are let in only while we sleep here: none is missed. */
+		if (ppoll(polls, (nfds_t)nfds, NULL, &old_mask) <= 0)
+			continue;
+		for (int i = 0; i < nfds; i++) {
+			if (!(polls[i].revents & POLLIN))
+				continue;
+			int client = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
+			if (client < 0)
+				continue;
+			if (live >= cfg->maxconn) {
+				refuse(client);
+				continue;
+			}
+			pid_t pid = fork();
+			if (pid == 0)
+				serve_child(client, fds, nfds, &old_mask);
+			if (pid < 0)
+				msg(LOG_ERR, "cannot fork: %s", strerror(errno));
+			else
+				live++;
+			close(client);
+		}
+	}
+	msg(LOG_NOTICE, "stopping: no new connections, waiting for %d session(s)", live);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (cfg->listenaddr && strchr(cfg->listenaddr, '/'))
+		unlink(cfg->listenaddr);
+	if (cfg->pidfile)
+		unlink(cfg->pidfile);
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
+	return 0;
+}
+
+/* listener_wanted - SPEC 2: -l, systemd's sockets, or no client on stdin */
+static int listener_wanted(void)
+{
+	struct stat st;
+
+	if (cfg->listenaddr || getenv("LISTEN_FDS"))
+		return 1;
+	return fstat(0, &st) < 0 || S_ISCHR(st.st_mode);
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction stop = { .sa_handler = on_stop }, child = { .sa_handler = on_child };
+
+	parse_options(argc, argv);
+	log_open(cfg->debug);
+	if (cfg->obsolete_r)
+		msg(LOG_NOTICE, "-r is obsolete and has no effect");
+	signal(SIGPIPE, SIG_IGN);
+	sigaction(SIGTERM, &stop, NULL);
+	sigaction(SIGINT, &stop, NULL);
+	sigaction(SIGCHLD, &child, NULL);
+	if (listener_wanted())
+		return listener();
+	return smtp_session(0, 1);
+}

@@ -1,0 +1,467 @@
+/*
+ * net.c - addresses, connecting and listening, timed reads and writes
+ *
+ * Every wait on a peer goes through wait_fd(), so every read, write and
+ * connect is bounded by -t and keeps an idle server awake (SPEC 4.7).
+ * Nothing here knows SMTP.
+ */
+#define _GNU_SOURCE
+#include "clamsmtpd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* now_seconds - a clock that does not jump with the wall clock */
+long now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec;
+}
+
+static int port_valid(const char *port)
+{
+	char *end;
+	long n;
+
+	if (!*port || strlen(port) > 5 || port[strspn(port, "0123456789")])
+		return 0;
+	n = strtol(port, &end, 10);
+	return n > 0 && n <= 65535;
+}
+
+/* addr_parse - split "path", "host:port", "[v6]:port", "host" or "port" */
+int addr_parse(const char *text, const char *default_port, struct addr *out)
+{
+	const char *colon, *host = text, *port = default_port;
+	size_t host_len;
+
+	memset(out, 0, sizeof(*out));
+	if (!text || !*text)
+		return -1;
+	if (strchr(text, '/')) {
+		if (strlen(text) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return -1;
+		out->kind = ADDR_UNIX;
+		strcpy(out->host, text);
+		return 0;
+	}
+	if (port_valid(text)) {
+		out->kind = ADDR_PORT;
+		strcpy(out->port, text);
+		return 0;
+	}
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close || close == text + 1)
+			return -1;
+		host = text + 1;
+		host_len = (size_t)(close - host);
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1])
+			return -1;
+		if (memchr(host, ':', host_len) == NULL)
+			return -1;      /* brackets are for IPv6 literals only */
+	} else {
+		colon = strchr(text, ':');
+		if (colon && strchr(colon + 1, ':'))
+			return -1;      /* a bare IPv6 literal needs brackets */
+		host_len = colon ? (size_t)(colon - text) : strlen(text);
+		if (colon)
+			port = colon + 1;
+	}
+	if (host_len == 0 || host_len >= sizeof(out->host) || !port_valid(port))
+		return -1;
+	for (size_t i = 0; i < host_len; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			    "0123456789.-:_%*", host[i]))
+			return -1;
+	out->kind = ADDR_INET;
+	memcpy(out->host, host, host_len);
+	out->host[host_len] = '\0';
+	strcpy(out->port, port);
+	return 0;
+}
+
+/* peer_addr - the client's own IP with the given port (the loopback feature) */
+int peer_addr(int fd, const char *port, struct addr *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[NI_MAXHOST];
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+		return -1;
+	if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), NULL, 0,
+			NI_NUMERICHOST) != 0)
+		return -1;
+	/* A v4-mapped peer is reached again at its IPv4 address. */
+	const char *plain = strncmp(host, "::ffff:", 7) == 0 && strchr(host, '.')
+		? host + 7 : host;
+	if (strlen(plain) >= sizeof(out->host) || strlen(port) >= sizeof(out->port))
+		return -1;
+	memset(out, 0, sizeof(*out));
+	out->kind = ADDR_INET;
+	strcpy(out->host, plain);
+	strcpy(out->port, port);
+	return 0;
+}
+
+static int connect_timed(int fd, const struct sockaddr *sa, socklen_t len, int timeout)
+{
+	int flags = fcntl(fd, F_GETFL), err = 0;
+	socklen_t errlen = sizeof(err);
+
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -1;
+	if (connect(fd, sa, len) < 0) {
+		if (errno != EINPROGRESS)
+			return -1;
+		if (wait_fd(fd, POLLOUT, timeout, NULL) != IO_OK)
+			return -1;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
+			return -1;
+		if (err) {
+			errno = err;
+			return -1;
+		}
+	}
+	return fcntl(fd, F_SETFL, flags);
+}
+
+/* unix_address - a sockaddr_un for a path that addr_parse has bounded */
+static struct sockaddr_un unix_address(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+
+	if (len >= sizeof(sun.sun_path))
+		len = sizeof(sun.sun_path) - 1;
+	memcpy(sun.sun_path, path, len);
+	return sun;
+}
+
+static int connect_unix(const char *path, int timeout, char *why, size_t cap)
+{
+	struct sockaddr_un sun = unix_address(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0 && connect_timed(fd, (struct sockaddr *)&sun, sizeof(sun), timeout) == 0)
+		return fd;
+	snprintf(why, cap, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* addr_connect - connect with a timeout, trying every address in turn */
+int addr_connect(const struct addr *addr, int timeout, char *why, size_t cap)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *list, *ai;
+	int fd = -1, rc, one = 1;
+
+	if (addr->kind == ADDR_UNIX)
+		return connect_unix(addr->host, timeout, why, cap);
+	rc = getaddrinfo(addr->host, addr->port, &hints, &list);
+	if (rc != 0) {
+		snprintf(why, cap, "%s: %s", addr->host, gai_strerror(rc));
+		return -1;
+	}
+	snprintf(why, cap, "%s port %s: no address", addr->host, addr->port);
+	for (ai = list; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd >= 0 && connect_timed(fd, ai->ai_addr, ai->ai_addrlen, timeout) == 0)
+			break;
+		snprintf(why, cap, "%s port %s: %s", addr->host, addr->port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(list);
+	/* We wait on every reply, so Nagle would only add latency. */
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+static int listen_unix(const char *path, int backlog, char *why, size_t cap)
+{
+	struct sockaddr_un sun = unix_address(path);
+	struct stat st;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	/* Replace a stale socket left by an earlier run, never a regular file. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 &&
+	    listen(fd, backlog) == 0)
+		return fd;
+	snprintf(why, cap, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* addr_listen - bind and listen; a bare port means every local address */
+int addr_listen(const struct addr *addr, int backlog, char *why, size_t cap)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *list;
+	const char *host = addr->kind == ADDR_PORT ? NULL : addr->host;
+	int fd, rc, one = 1, zero = 0;
+
+	if (addr->kind == ADDR_UNIX)
+		return listen_unix(addr->host, backlog, why, cap);
+	if (!host)
+		hints.ai_family = AF_INET6;     /* dual-stack [::] covers IPv4 too */
+	rc = getaddrinfo(host, addr->port, &hints, &list);
+	if (rc != 0 && !host) {
+		hints.ai_family = AF_INET;      /* a host with IPv6 disabled */
+		rc = getaddrinfo(host, addr->port, &hints, &list);
+	}
+	if (rc != 0) {
+		snprintf(why, cap, "%s: %s", host ? host : "*", gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(list->ai_family, list->ai_socktype | SOCK_CLOEXEC, list->ai_protocol);
+	if (fd >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (!host && list->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+		if (bind(fd, list->ai_addr, list->ai_addrlen) == 0 && listen(fd, backlog) == 0) {
+			freeaddrinfo(list);
+			return fd;
+		}
+	}
+	snprintf(why, cap, "%s port %s: %s", host ? host : "*", addr->port, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(list);
+	return -1;
+}
+
+int is_socket(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* set_nonblocking - only sockets: a pipe or terminal may be shared with a shell */
+void set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (is_socket(fd) && flags >= 0)
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/*
+ * wait_fd - wait until fd is ready, at most timeout seconds
+ *
+ * While we wait, a server that has sat idle for a while is sent NOOP, so
+ * that its own idle timeout cannot end the session (SPEC 4.7).
+ */
+int wait_fd(int fd, short events, int timeout, struct conn *keepalive)
+{
+	long deadline = now_seconds() + timeout;
+	long interval = KEEPALIVE_SECONDS;
+
+	/* Keep a server awake at least as often as we ourselves would give up. */
+	if (timeout / 2 < interval)
+		interval = timeout / 2 > 0 ? timeout / 2 : 1;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		long now = now_seconds(), slice = deadline - now;
+		int rc;
+
+		if (slice <= 0)
+			return IO_TIMEOUT;
+		if (keepalive) {
+			long due = keepalive->last_active + interval - now;
+			if (due <= 0) {
+				server_keepalive(keepalive);
+				continue;
+			}
+			if (due < slice)
+				slice = due;
+		}
+		if (stop_requested && stop_point)
+			return IO_STOP;
+		rc = poll(&p, 1, (int)(slice * 1000));
+		if (rc > 0)
+			return IO_OK;
+		if (rc < 0 && errno != EINTR)
+			return IO_ERROR;
+	}
+}
+
+/* write_all - write everything or fail; short writes and EINTR are retried */
+int write_all(int fd, const void *data, size_t len, int timeout, struct conn *keepalive)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN)
+			return IO_ERROR;
+		int rc = wait_fd(fd, POLLOUT, timeout, keepalive);
+		if (rc != IO_OK)
+			return rc;
+	}
+	return IO_OK;
+}
+
+void conn_init(struct conn *c, int rfd, int wfd, const char *name, int timeout)
+{
+	c->rfd = rfd;
+	c->wfd = wfd;
+	c->name = name;
+	c->timeout = timeout;
+	c->last_active = now_seconds();
+	c->keepalive = NULL;
+	c->in_pos = c->in_len = c->out_len = 0;
+	/* Sockets are ours alone: non-blocking, so no write outlasts -t. */
+	set_nonblocking(rfd);
+	set_nonblocking(wfd);
+}
+
+/* conn_fill - read more input; flushes our output first (pipelining) */
+int conn_fill(struct conn *c)
+{
+	int rc;
+
+	if (c->out_len && (rc = conn_flush(c)) != IO_OK)
+		return rc;
+	if (c->in_pos > 0) {
+		memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+		c->in_len -= c->in_pos;
+		c->in_pos = 0;
+	}
+	for (;;) {
+		if ((rc = wait_fd(c->rfd, POLLIN, c->timeout, c->keepalive)) != IO_OK)
+			return rc;
+		ssize_t n = read(c->rfd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+		if (n > 0) {
+			c->in_len += (size_t)n;
+			c->last_active = now_seconds();
+			return IO_OK;
+		}
+		if (n == 0)
+			return IO_EOF;
+		if (errno != EINTR && errno != EAGAIN)
+			return IO_ERROR;
+	}
+}
+
+/*
+ * conn_read_line - one line without its CRLF (or bare LF)
+ *
+ * A line longer than cap is consumed to its end and reported as
+ * IO_TOO_LONG, so the dialogue can go on. The bytes are not NUL-terminated
+ * by this function; len says how many there are.
+ */
+int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
+{
+	int too_long = 0, rc;
+
+	*len = 0;
+	for (;;) {
+		char *start = c->in + c->in_pos;
+		size_t avail = c->in_len - c->in_pos;
+		char *nl = memchr(start, '\n', avail);
+		size_t take = nl ? (size_t)(nl - start) : avail;
+
+		if (!too_long && *len + take <= cap) {
+			memcpy(line + *len, start, take);
+			*len += take;
+		} else {
+			too_long = 1;
+		}
+		c->in_pos += nl ? take + 1 : take;
+		if (nl)
+			break;
+		if ((rc = conn_fill(c)) != IO_OK)
+			return rc;
+	}
+	if (too_long)
+		return IO_TOO_LONG;
+	if (*len > 0 && line[*len - 1] == '\r')
+		(*len)--;
+	return IO_OK;
+}
+
+int conn_flush(struct conn *c)
+{
+	int rc;
+
+	if (c->out_len == 0)
+		return IO_OK;
+	rc = write_all(c->wfd, c->out, c->out_len, c->timeout, c->keepalive);
+	c->out_len = 0;
+	if (rc == IO_OK)
+		c->last_active = now_seconds();
+	return rc;
+}
+
+/* conn_write - buffer output; large pieces go out in large writes */
+int conn_write(struct conn *c, const void *data, size_t len)
+{
+	const char *p = data;
+	int rc;
+
+	while (len > 0) {
+		size_t room = sizeof(c->out) - c->out_len;
+		size_t take = len < room ? len : room;
+
+		memcpy(c->out + c->out_len, p, take);
+		c->out_len += take;
+		p += take;
+		len -= take;
+		if (c->out_len == sizeof(c->out) && (rc = conn_flush(c)) != IO_OK)
+			return rc;
+	}
+	return IO_OK;
+}
+
+int conn_printf(struct conn *c, const char *fmt, ...)
+{
+	char line[REPLY_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return IO_ERROR;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	memcpy(line + n, "\r\n", 2);
+	return conn_write(c, line, (size_t)n + 2);
+}

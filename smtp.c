@@ -1,0 +1,589 @@
+/*
+ * smtp.c - relay one SMTP session between a client and the server
+ *
+ * Reads like the dialogue: connect to the server, relay its greeting, then
+ * relay one command and one whole reply at a time. Replies are flushed to
+ * the client only when we must wait for its input, so a pipelining client
+ * gets exactly one reply per command, in order. DATA is ours: the body goes
+ * into a spool, clamd scans it, and only a clean message is sent on.
+ *
+ * What this file does not do: listen, fork, parse options (clamsmtpd.c),
+ * talk to clamd (clamd.c) or manage files (spool.c).
+ */
+#define _GNU_SOURCE
+#include "clamsmtpd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+struct session {
+	struct conn client, server;
+	int server_lost;        /* set once the server connection is unusable */
+	int quit_sent;
+	int recipients;         /* accepted by the server in this transaction */
+	unsigned messages;
+	char sender[300];       /* printable, for the log line */
+	char rcpt_log[1024];    /* ", to=<...>" for each accepted recipient */
+	size_t reply_len;
+	char reply[REPLY_MAX];  /* the server's last whole reply, CRLF lines */
+	char line[LINE_MAX_SMTP + 1];
+	struct spool spool;
+};
+
+enum { NEXT, END };     /* what a command handler says about the session */
+
+/* EHLO keywords whose promises we cannot keep (SPEC 3). */
+static const char *const hidden_keywords[] = {
+	"STARTTLS", "CHUNKING", "BINARYMIME", "PIPELINING", "XCLIENT", "XEXCH50",
+	"CHECKPOINT",
+};
+
+static void client_reply(struct session *s, const char *text)
+{
+	msg(LOG_DEBUG, "> %s", text);
+	conn_printf(&s->client, "%s", text);
+}
+
+/* reply_line_code - the code of one reply line; *last says no '-' follows */
+int reply_line_code(const char *line, size_t len, int *last)
+{
+	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+	    line[2] < '0' || line[2] > '9')
+		return -1;
+	if (len > 3 && line[3] != ' ' && line[3] != '-')
+		return -1;
+	*last = len == 3 || line[3] == ' ';
+	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
+/*
+ * read_reply - one whole reply, every continuation line, into s->reply
+ *
+ * Returns the code, or a negative io_status when the server is gone or
+ * makes no sense: then it is marked lost.
+ */
+static int read_reply(struct session *s)
+{
+	char line[REPLY_LINE_MAX];
+	size_t len;
+	int code = -1, last = 0, rc;
+
+	s->reply_len = 0;
+	while (!last) {
+		rc = conn_read_line(&s->server, line, sizeof(line) - 2, &len);
+		if (rc == IO_TOO_LONG) {
+			len = sizeof(line) - 2;  /* keep the start of a long text */
+			rc = IO_OK;
+		}
+		if (rc == IO_OK)
+			code = reply_line_code(line, len, &last);
+		if (rc != IO_OK || code < 0 || s->reply_len + len + 2 > sizeof(s->reply)) {
+			char shown[80];
+			printable(shown, sizeof(shown), line, rc == IO_OK ? len : 0);
+			msg(LOG_ERR, "server %s%s%s", rc == IO_TIMEOUT ? "timed out" :
+			    rc == IO_EOF ? "closed the connection" : "sent a bad reply",
+			    rc == IO_OK ? ": " : "", shown);
+			s->server_lost = 1;
+			return rc != IO_OK ? rc : IO_ERROR;
+		}
+		memcpy(s->reply + s->reply_len, line, len);
+		memcpy(s->reply + s->reply_len + len, "\r\n", 2);
+		s->reply_len += len + 2;
+	}
+	if (cfg->debug >= 4)
+		msg(LOG_DEBUG, "server: %.*s", (int)(s->reply_len - 2), s->reply);
+	return code;
+}
+
+/* to_server - send one command line and read the whole reply */
+static int to_server(struct session *s, const char *line, size_t len)
+{
+	if (s->server_lost)
+		return IO_ERROR;
+	if (conn_write(&s->server, line, len) != IO_OK ||
+	    conn_write(&s->server, "\r\n", 2) != IO_OK ||
+	    conn_flush(&s->server) != IO_OK) {
+		msg(LOG_ERR, "cannot write to server: %s", strerror(errno));
+		s->server_lost = 1;
+		return IO_ERROR;
+	}
+	return read_reply(s);
+}
+
+static void relay_reply(struct session *s)
+{
+	conn_write(&s->client, s->reply, s->reply_len);
+}
+
+/* server_keepalive - NOOP to a server that waits on us (SPEC 4.7) */
+void server_keepalive(struct conn *server)
+{
+	struct session *s = (struct session *)((char *)server - offsetof(struct session, server));
+
+	server->last_active = now_seconds();
+	msg(LOG_DEBUG, "server idle, sending NOOP");
+	to_server(s, "NOOP", 4);
+}
+
+static void reset_transaction(struct session *s)
+{
+	s->recipients = 0;
+	s->sender[0] = '\0';
+	s->rcpt_log[0] = '\0';
+}
+
+/* envelope_address - the <...> of MAIL FROM:/RCPT TO:, printable, bounded */
+static void envelope_address(char *out, size_t cap, const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	const char *start = colon ? colon + 1 : line + len, *end = line + len;
+
+	while (start < end && *start == ' ')
+		start++;
+	const char *close = *start == '<' ? memchr(start, '>', (size_t)(end - start)) : NULL;
+	const char *stop = close ? close + 1 : memchr(start, ' ', (size_t)(end - start));
+	printable(out, cap, start, (size_t)((stop ? stop : end) - start));
+}
+
+/*
+ * ehlo_filter - drop the keywords we cannot honour from a 250 EHLO reply
+ *
+ * The first line (the greeting name) always stays; the separators are set
+ * again so that the new last line says "250 ".
+ */
+size_t ehlo_filter(char *reply, size_t len)
+{
+	size_t in = 0, out = 0, last_start = 0;
+	int first = 1;
+
+	while (in < len) {
+		char *nl = memchr(reply + in, '\n', len - in);
+		size_t line_len = nl ? (size_t)(nl - (reply + in)) + 1 : len - in;
+		const char *keyword = reply + in + 4;
+		size_t key_len = 0, i;
+		int hide = 0;
+
+		while (line_len > 4 && in + 4 + key_len < in + line_len &&
+		       keyword[key_len] != ' ' && keyword[key_len] != '\r' && keyword[key_len] != '\n')
+			key_len++;
+		for (i = 0; !first && i < sizeof(hidden_keywords) / sizeof(*hidden_keywords); i++)
+			if (strlen(hidden_keywords[i]) == key_len &&
+			    strncasecmp(keyword, hidden_keywords[i], key_len) == 0)
+				hide = 1;
+		if (!hide) {
+			memmove(reply + out, reply + in, line_len);
+			if (line_len > 3)
+				reply[out + 3] = '-';
+			last_start = out;
+			out += line_len;
+		}
+		first = 0;
+		in += line_len;
+	}
+	if (out > last_start + 3)
+		reply[last_start + 3] = ' ';
+	return out;
+}
+
+static int verb_is(const char *line, size_t len, const char *verb)
+{
+	size_t n = strlen(verb);
+
+	return len >= n && strncasecmp(line, verb, n) == 0 && (len == n || line[n] == ' ');
+}
+
+/* relay_command - pass a command on and its reply back, noting what it did */
+static int relay_command(struct session *s, const char *line, size_t len)
+{
+	int code = to_server(s, line, len);
+
+	if (code < 0) {
+		client_reply(s, R_SERVER_LOST);
+		return END;
+	}
+	if (verb_is(line, len, "EHLO") && code == 250)
+		s->reply_len = ehlo_filter(s->reply, s->reply_len);
+	if (verb_is(line, len, "EHLO") || verb_is(line, len, "HELO") || verb_is(line, len, "RSET"))
+		reset_transaction(s);
+	if (verb_is(line, len, "MAIL") && code / 100 == 2) {
+		reset_transaction(s);
+		envelope_address(s->sender, sizeof(s->sender), line, len);
+	}
+	if (verb_is(line, len, "RCPT") && code / 100 == 2) {
+		char rcpt[260];
+		size_t used = strlen(s->rcpt_log);
+
+		envelope_address(rcpt, sizeof(rcpt), line, len);
+		if (used + strlen(rcpt) + 16 < sizeof(s->rcpt_log))
+			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", to=%s", rcpt);
+		else if (!strstr(s->rcpt_log, ", ..."))
+			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", ...");
+		s->recipients++;
+	}
+	relay_reply(s);
+	if (verb_is(line, len, "QUIT")) {
+		s->quit_sent = 1;
+		return END;
+	}
+	return NEXT;
+}
+
+/*
+ * data_decode - the end-of-data state machine (RFC 5321 4.1.1.4, 4.5.2)
+ *
+ * The state is named by what was just seen. The end is exactly CRLF "."
+ * CRLF; the DATA command's own line break counts as the first CRLF. One
+ * leading dot is removed from each line. A bare CR or bare LF becomes a
+ * CRLF, and the line after it is plain text (it cannot end the message), so
+ * the spool holds clean CRLF lines only. NUL is data. out must have room
+ * for 2 * len bytes. Returns how many input bytes were used: at D_END the
+ * rest belongs to the next command.
+ */
+size_t data_decode(enum data_state *state, const char *in, size_t len,
+		   char *out, size_t *out_len)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len && *state != D_END) {
+		char c = in[i];
+
+		switch (*state) {
+		case D_BOL:
+			*state = c == '.' ? D_BOL_DOT : D_TEXT;
+			if (c == '.')
+				i++;
+			break;
+		case D_BOL_DOT:
+			*state = c == '\r' ? D_DOT_CR : D_TEXT;
+			if (c == '\r')
+				i++;
+			break;
+		case D_DOT_CR:
+			if (c == '\n') {
+				*state = D_END;
+				i++;
+			} else {
+				out[o++] = '\r';        /* ".", bare CR: the dot was stuffing */
+				out[o++] = '\n';
+				*state = D_TEXT;
+			}
+			break;
+		case D_CR:
+			out[o++] = '\r';
+			out[o++] = '\n';
+			*state = c == '\n' ? D_BOL : D_TEXT;
+			if (c == '\n')
+				i++;
+			break;
+		case D_TEXT: {
+			size_t start = i;
+
+			while (i < len && in[i] != '\r' && in[i] != '\n')
+				i++;
+			memcpy(out + o, in + start, i - start);
+			o += i - start;
+			if (i < len) {
+				if (in[i] == '\r') {
+					*state = D_CR;
+				} else {
+					out[o++] = '\r';        /* bare LF */
+					out[o++] = '\n';
+				}
+				i++;
+			}
+			break;
+		}
+		case D_END:
+			break;
+		}
+	}
+	*out_len = o;
+	return i;
+}
+
+/* data_encode - stuff a dot before each line that starts with one */
+size_t data_encode(int *at_bol, const char *in, size_t len, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		const char *nl = memchr(in + i, '\n', len - i);
+		size_t end = nl ? (size_t)(nl - in) + 1 : len;
+
+		if (*at_bol && in[i] == '.')
+			out[o++] = '.';
+		memcpy(out + o, in + i, end - i);
+		o += end - i;
+		*at_bol = nl != NULL;
+		i = end;
+	}
+	return o;
+}
+
+/* receive_body - the client's message into the spool, up to its end */
+static int receive_body(struct session *s, struct spool *spool)
+{
+	static char decoded[2 * IO_CHUNK];
+	enum data_state state = D_BOL;
+	int rc = IO_OK;
+
+	s->client.keepalive = &s->server;
+	while (rc == IO_OK) {
+		size_t used, n;
+
+		used = data_decode(&state, s->client.in + s->client.in_pos,
+				   s->client.in_len - s->client.in_pos, decoded, &n);
+		s->client.in_pos += used;
+		spool_write(spool, decoded, n);
+		if (state == D_END)
+			break;
+		rc = conn_fill(&s->client);
+	}
+	s->client.keepalive = NULL;
+	return rc;
+}
+
+/* send_message - DATA, the header, the stuffed spool, "."; the server's code */
+static int send_message(struct session *s, struct spool *spool)
+{
+	static char chunk[IO_CHUNK], stuffed[2 * IO_CHUNK];
+	int code = to_server(s, "DATA", 4), at_bol = 1;
+	off_t at = 0;
+
+	if (code != 354)
+		return code;
+	if (cfg->header[0] && (conn_write(&s->server, cfg->header, strlen(cfg->header)) != IO_OK ||
+			       conn_write(&s->server, "\r\n", 2) != IO_OK))
+		goto lost;
+	for (;;) {
+		ssize_t n = pread(spool->fd, chunk, sizeof(chunk), at);
+		if (n < 0) {
+			msg(LOG_ERR, "cannot read spool: %s", strerror(errno));
+			goto lost;      /* dropping the connection is the only safe abort */
+		}
+		if (n == 0)
+			break;
+		at += n;
+		if (conn_write(&s->server, stuffed, data_encode(&at_bol, chunk, (size_t)n, stuffed)) != IO_OK)
+			goto lost;
+	}
+	if (conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK)
+		goto lost;
+	return read_reply(s);
+lost:
+	msg(LOG_ERR, "message transfer to server failed: %s", strerror(errno));
+	s->server_lost = 1;
+	return IO_ERROR;
+}
+
+static void log_message(struct session *s, off_t size, const char *status, int code)
+{
+	char id[40];
+
+	snprintf(id, sizeof(id), "%lX%05X.%u", (unsigned long)time(NULL) & 0xFFFFFFF,
+		 (unsigned)getpid() & 0xFFFFF, ++s->messages);
+	msg(LOG_INFO, "%s: from=%s%s, size=%lld, status=%s, server=%d", id,
+	    s->sender[0] ? s->sender : "<>", s->rcpt_log, (long long)size, status, code);
+}
+
+/* abandon - give up on a message the server has not seen: RSET, 4xx */
+static int abandon(struct session *s, const char *reply)
+{
+	int code = to_server(s, "RSET", 4);
+
+	client_reply(s, reply);
+	return code;
+}
+
+/* deliver - the scanned, clean message goes on; the server's reply is ours */
+static void deliver(struct session *s, struct spool *spool)
+{
+	int code = send_message(s, spool);
+
+	if (code < 0) {
+		client_reply(s, R_FORWARD_FAIL);
+		log_message(s, spool->size, "ERROR:server failed during transfer", code);
+		return;
+	}
+	relay_reply(s);
+	log_message(s, spool->size, "CLEAN", code);
+}
+
+/* infected - drop or reject a virus, after keeping it if asked to */
+static void infected(struct session *s, struct spool *spool, const char *virus)
+{
+	char status[340], path[4096];
+	int code;
+
+	if (cfg->quarantine && spool_quarantine(spool, path, sizeof(path)) == 0)
+		msg(LOG_NOTICE, "quarantined message with %s as %s", virus, path);
+	if (cfg->bounce) {
+		char reply[400];
+		snprintf(reply, sizeof(reply), R_VIRUS_BOUNCE, virus);
+		code = abandon(s, reply);
+	} else {
+		code = abandon(s, R_VIRUS_DROP);
+	}
+	snprintf(status, sizeof(status), "VIRUS:%s", virus);
+	log_message(s, spool->size, status, code);
+}
+
+/* do_data - SPEC 4: take the body, scan it, then forward, drop or fail */
+static int do_data(struct session *s)
+{
+	struct spool *spool = &s->spool;
+	char verdict[300], status[340];
+	int rc, err;
+
+	if (s->recipients == 0) {
+		client_reply(s, R_NO_RCPT);
+		return NEXT;
+	}
+	client_reply(s, R_GO_AHEAD);
+	spool_open(spool);      /* on failure the body is still read, then refused */
+	rc = receive_body(s, spool);
+	if (rc != IO_OK) {
+		msg(LOG_NOTICE, "client %s during message body",
+		    rc == IO_TIMEOUT ? "timed out" : "went away");
+		if (rc == IO_TIMEOUT)
+			client_reply(s, R_TIMEOUT);
+		spool_close(spool);
+		return END;
+	}
+	if ((err = spool_finish(spool)) != 0) {
+		int code = abandon(s, err == ENOSPC || err == EDQUOT || err == EFBIG
+				   ? R_NO_SPACE : R_SPOOL_FAIL);
+		snprintf(status, sizeof(status), "ERROR:spool: %s", strerror(err));
+		log_message(s, spool->size, status, code);
+	} else {
+		switch (clamd_scan(spool->fd, spool->size, verdict, sizeof(verdict), &s->server)) {
+		case SCAN_CLEAN:
+			deliver(s, spool);
+			break;
+		case SCAN_VIRUS:
+			infected(s, spool, verdict);
+			break;
+		default:
+			msg(LOG_ERR, "scan failed: %s", verdict);
+			snprintf(status, sizeof(status), "ERROR:%s", verdict);
+			log_message(s, spool->size, status, abandon(s, R_SCAN_FAIL));
+		}
+	}
+	spool_close(spool);
+	reset_transaction(s);
+	return NEXT;
+}
+
+/* connect_server - serveraddr, or with only a port, the client's own IP */
+static int connect_server(int client_fd, const char **refusal)
+{
+	struct addr addr;
+	char why[512];
+	int fd;
+
+	addr_parse(cfg->serveraddr, "25", &addr);     /* checked at start-up */
+	if (addr.kind == ADDR_PORT && peer_addr(client_fd, addr.port, &addr) < 0) {
+		msg(LOG_ERR, "server is only a port, but the client has no IP address: %s",
+		    strerror(errno));
+		*refusal = R_NO_PEER;
+		return -1;
+	}
+	fd = addr_connect(&addr, cfg->timeout, why, sizeof(why));
+	if (fd < 0) {
+		msg(LOG_ERR, "cannot connect to server %s", why);
+		*refusal = R_NO_SERVER;
+	}
+	return fd;
+}
+
+/* next_command - 1 for a command line, 0 when answered here, -1 at the end */
+static int next_command(struct session *s, size_t *len)
+{
+	int rc;
+
+	/* SIGTERM ends a session only between commands, never inside a message. */
+	stop_point = 1;
+	rc = conn_read_line(&s->client, s->line, LINE_MAX_SMTP, len);
+	stop_point = 0;
+	if (rc == IO_STOP) {
+		msg(LOG_NOTICE, "stopping: closing the session");
+		client_reply(s, R_SHUTDOWN);
+	}
+	if (rc == IO_TOO_LONG) {
+		client_reply(s, R_LINE_LONG);
+		return 0;
+	}
+	if (rc == IO_TIMEOUT) {
+		msg(LOG_NOTICE, "client timed out");
+		client_reply(s, R_TIMEOUT);
+	}
+	if (rc != IO_OK)
+		return -1;
+	if (cfg->debug >= 4)
+		msg(LOG_DEBUG, "client: %.*s", (int)*len, s->line);
+	return 1;
+}
+
+/* command - one client command: answered here, or relayed */
+static int command(struct session *s, const char *line, size_t len)
+{
+	if (memchr(line, '\r', len) || memchr(line, '\0', len)) {
+		client_reply(s, R_BAD_CHARS);   /* no stray CR can reach the server */
+		return NEXT;
+	}
+	if (verb_is(line, len, "STARTTLS") || verb_is(line, len, "BDAT") ||
+	    verb_is(line, len, "XCLIENT")) {
+		client_reply(s, R_NOT_IMPL);
+		return NEXT;
+	}
+	if (s->server_lost) {
+		client_reply(s, R_SERVER_LOST);
+		return END;
+	}
+	if (verb_is(line, len, "DATA"))
+		return do_data(s);
+	return relay_command(s, line, len);
+}
+
+/* smtp_session - serve one client on in/out until it is done */
+int smtp_session(int in, int out)
+{
+	static struct session sess;
+	struct session *s = &sess;
+	const char *refusal = NULL;
+	size_t len;
+	int fd;
+
+	memset(s, 0, offsetof(struct session, reply));
+	conn_init(&s->client, in, out, "client", cfg->timeout);
+	fd = connect_server(in, &refusal);
+	if (fd < 0) {
+		client_reply(s, refusal);
+		conn_flush(&s->client);
+		return 1;
+	}
+	conn_init(&s->server, fd, fd, "server", cfg->timeout);
+	if (read_reply(s) < 0) {
+		client_reply(s, R_SERVER_LOST);
+		conn_flush(&s->client);
+		close(fd);
+		return 1;
+	}
+	relay_reply(s);
+	for (;;) {
+		int got = next_command(s, &len);
+		if (got < 0 || (got > 0 && command(s, s->line, len) == END))
+			break;
+	}
+	if (!s->server_lost && !s->quit_sent)
+		to_server(s, "QUIT", 4);
+	conn_flush(&s->client);
+	close(fd);
+	return 0;
+}

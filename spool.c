@@ -1,0 +1,137 @@
+/*
+ * spool.c - the spool file that holds one message while clamd scans it
+ *
+ * The file is made with mkstemp (mode 0600) in tmpdir and unlinked at once,
+ * so it can never be left behind, not even by kill -9. Only quarantine
+ * gives a message a name again, as a copy. Writes are buffered; the first
+ * write error is kept and reported when the message ends, because the body
+ * must still be read to its end to keep the dialogue in step.
+ */
+#define _GNU_SOURCE
+#include "clamsmtpd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+/* spool_open - a fresh, nameless spool file in tmpdir */
+int spool_open(struct spool *s)
+{
+	char path[4096];
+
+	s->size = 0;
+	s->len = 0;
+	s->error = 0;
+	s->fd = -1;
+	if (snprintf(path, sizeof(path), "%s/clamsmtpd.XXXXXX", cfg->tmpdir) >= (int)sizeof(path)) {
+		s->error = ENAMETOOLONG;
+		return -1;
+	}
+	s->fd = mkostemp(path, O_CLOEXEC);
+	if (s->fd < 0) {
+		s->error = errno;
+		msg(LOG_ERR, "cannot create spool file in %s: %s", cfg->tmpdir, strerror(errno));
+		return -1;
+	}
+	if (unlink(path) < 0)
+		msg(LOG_ERR, "cannot unlink spool file %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static void spool_drain(struct spool *s)
+{
+	if (s->len && !s->error &&
+	    write_all(s->fd, s->buf, s->len, cfg->timeout, NULL) != IO_OK)
+		s->error = errno ? errno : EIO;
+	s->len = 0;
+}
+
+/* spool_write - store bytes; after an error, only count them */
+void spool_write(struct spool *s, const char *data, size_t len)
+{
+	s->size += (off_t)len;
+	while (len > 0 && !s->error) {
+		size_t room = sizeof(s->buf) - s->len;
+		size_t take = len < room ? len : room;
+
+		memcpy(s->buf + s->len, data, take);
+		s->len += take;
+		data += take;
+		len -= take;
+		if (s->len == sizeof(s->buf))
+			spool_drain(s);
+	}
+}
+
+/* spool_finish - everything on disk; 0, or the errno of the first failure */
+int spool_finish(struct spool *s)
+{
+	/* No fsync: the file has no name, so a crash loses nothing the sender keeps. */
+	spool_drain(s);
+	if (s->error)
+		msg(LOG_ERR, "spool write failed: %s", strerror(s->error));
+	return s->error;
+}
+
+/* spool_quarantine - keep a copy of the message as tmpdir/virus.XXXXXX */
+int spool_quarantine(struct spool *s, char *path, size_t cap)
+{
+	char buf[IO_CHUNK];
+	off_t at = 0;
+	int fd;
+
+	if (snprintf(path, cap, "%s/virus.XXXXXX", cfg->tmpdir) >= (int)cap)
+		return -1;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		msg(LOG_ERR, "cannot create quarantine file in %s: %s", cfg->tmpdir, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		ssize_t n = pread(s->fd, buf, sizeof(buf), at);
+		if (n == 0)
+			break;
+		if (n < 0 || write_all(fd, buf, (size_t)n, cfg->timeout, NULL) != IO_OK) {
+			msg(LOG_ERR, "cannot write quarantine file %s: %s", path, strerror(errno));
+			unlink(path);
+			close(fd);
+			return -1;
+		}
+		at += n;
+	}
+	if (close(fd) < 0) {
+		msg(LOG_ERR, "cannot write quarantine file %s: %s", path, strerror(errno));
+		unlink(path);
+		return -1;
+	}
+	return 0;
+}
+
+void spool_close(struct spool *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+/* header_valid - "Name: value", printable ASCII, the name as RFC 5322 2.2 says */
+int header_valid(const char *header)
+{
+	const char *colon = strchr(header, ':');
+
+	if (!*header)
+		return 1;       /* -h '' adds no header */
+	if (!colon || colon == header || colon[1] != ' ' || !colon[2])
+		return 0;
+	for (const char *p = header; p < colon; p++)
+		if (*p <= ' ' || *p > '~')
+			return 0;
+	for (const char *p = colon + 1; *p; p++)
+		if (*p < ' ' || *p > '~')
+			return 0;
+	return strlen(header) <= 998;
+}
