@@ -69,7 +69,7 @@ s.close()') || die "cannot find a free TCP port"
 
 # As root, clamd keeps running as root unless "User" is set, which is what
 # we want: it must read the db and write the log in DIR.  No User line.
-cat > "$dir/clamd.conf" <<EOF
+cat > "$dir/clamd.conf" <<EOF || die "cannot write $dir/clamd.conf"
 # private clamd for clamsmtpd tests, written by tests/clamd-start.sh
 Foreground yes
 LocalSocket $sock
@@ -94,9 +94,10 @@ MaxThreads 20
 MaxConnectionQueueLength 64
 DisableCache yes
 EOF
-[ $? -eq 0 ] || die "cannot write $dir/clamd.conf"
-echo "$port" > "$dir/clamd.tcpport.tmp" && mv "$dir/clamd.tcpport.tmp" "$dir/clamd.tcpport" \
-	|| die "cannot write $dir/clamd.tcpport"
+if ! { echo "$port" > "$dir/clamd.tcpport.tmp" &&
+	mv "$dir/clamd.tcpport.tmp" "$dir/clamd.tcpport"; }; then
+	die "cannot write $dir/clamd.tcpport"
+fi
 rm -f "$dir/clamd.log"
 
 # Foreground mode: $! is clamd itself.  stdin from /dev/null and every other
@@ -122,7 +123,7 @@ fail() {
 }
 
 # Wait up to 10 s for PONG on the unix socket and on TCP.
-python3 - "$sock" "$port" "$pid" <<'EOF' || fail "clamd did not answer zPING within 10 s"
+python3 - "$sock" "$port" "$pid" <<'EOF' || fail "clamd is not ready (see $dir/clamd.out and clamd.log)"
 import os, socket, sys, time
 path, port, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
@@ -159,6 +160,7 @@ while time.monotonic() < deadline:
     if ping(socket.AF_UNIX, path) and ping(socket.AF_INET, ("127.0.0.1", port)):
         sys.exit(0)
     time.sleep(0.05)
+sys.stderr.write("clamd-start.sh: no PONG from clamd within 10 s\n")
 sys.exit(1)
 EOF
 exit 0
