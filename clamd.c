@@ -90,14 +90,14 @@ static int send_stream(int fd, int spool_fd, off_t size, struct conn *keepalive)
 	}
 }
 
-/* read_reply - up to the NUL (or newline) that ends clamd's answer */
+/* read_reply - up to the NUL (or newline) that ends clamd's answer; -1 on timeout */
 static ssize_t read_reply(int fd, char *reply, size_t cap, struct conn *keepalive)
 {
 	size_t len = 0;
 
 	while (len < cap) {
 		if (wait_fd(fd, POLLIN, cfg->timeout, keepalive) != IO_OK)
-			return -1;
+			return len ? (ssize_t)len : -1;
 		ssize_t n = read(fd, reply + len, cap - len);
 		if (n == 0)
 			break;
@@ -148,8 +148,8 @@ int clamd_scan(int spool_fd, off_t size, char *verdict, size_t cap, struct conn 
 	len = read_reply(fd, reply, sizeof(reply) - 1, keepalive);
 	close(fd);
 	if (len <= 0) {
-		snprintf(verdict, cap, "no answer from clamd%s",
-			 len < 0 && errno == 0 ? " (timeout)" : "");
+		snprintf(verdict, cap, len < 0 ? "clamd did not answer in time"
+					       : "clamd closed the connection without a verdict");
 		return SCAN_ERROR;
 	}
 	result = clamd_verdict(reply, (size_t)len, verdict, cap);

@@ -44,9 +44,18 @@ static const char *const hidden_keywords[] = {
 	"CHECKPOINT",
 };
 
+/* transcript - -d 4 shows the dialogue; peer bytes made printable first */
+static void transcript(const char *who, const char *line, size_t len)
+{
+	char shown[REPLY_LINE_MAX];
+
+	printable(shown, sizeof(shown), line, len);
+	msg(LOG_DEBUG, "%s: %s", who, shown);
+}
+
 static void client_reply(struct session *s, const char *text)
 {
-	msg(LOG_DEBUG, "> %s", text);
+	msg(LOG_DEBUG, "clamsmtpd: %s", text);
 	conn_printf(&s->client, "%s", text);
 }
 
@@ -95,9 +104,9 @@ static int read_reply(struct session *s)
 		memcpy(s->reply + s->reply_len, line, len);
 		memcpy(s->reply + s->reply_len + len, "\r\n", 2);
 		s->reply_len += len + 2;
+		if (cfg->debug >= 4)
+			transcript("server", line, len);
 	}
-	if (cfg->debug >= 4)
-		msg(LOG_DEBUG, "server: %.*s", (int)(s->reply_len - 2), s->reply);
 	return code;
 }
 
@@ -160,33 +169,32 @@ static void envelope_address(char *out, size_t cap, const char *line, size_t len
 size_t ehlo_filter(char *reply, size_t len)
 {
 	size_t in = 0, out = 0, last_start = 0;
-	int first = 1;
 
 	while (in < len) {
-		char *nl = memchr(reply + in, '\n', len - in);
-		size_t line_len = nl ? (size_t)(nl - (reply + in)) + 1 : len - in;
-		const char *keyword = reply + in + 4;
-		size_t key_len = 0, i;
+		char *line = reply + in, *nl = memchr(line, '\n', len - in);
+		size_t line_len = nl ? (size_t)(nl - line) + 1 : len - in;
+		size_t text_len = line_len;
 		int hide = 0;
 
-		while (line_len > 4 && in + 4 + key_len < in + line_len &&
-		       keyword[key_len] != ' ' && keyword[key_len] != '\r' && keyword[key_len] != '\n')
-			key_len++;
-		for (i = 0; !first && i < sizeof(hidden_keywords) / sizeof(*hidden_keywords); i++)
-			if (strlen(hidden_keywords[i]) == key_len &&
-			    strncasecmp(keyword, hidden_keywords[i], key_len) == 0)
-				hide = 1;
+		while (text_len > 0 && (line[text_len - 1] == '\n' || line[text_len - 1] == '\r'))
+			text_len--;
+		if (in > 0 && text_len > 4) {
+			size_t key_len = strcspn(line + 4, " \r\n");
+			for (size_t i = 0; i < sizeof(hidden_keywords) / sizeof(*hidden_keywords); i++)
+				if (strlen(hidden_keywords[i]) == key_len &&
+				    strncasecmp(line + 4, hidden_keywords[i], key_len) == 0)
+					hide = 1;
+		}
 		if (!hide) {
-			memmove(reply + out, reply + in, line_len);
-			if (line_len > 3)
+			memmove(reply + out, line, line_len);
+			if (text_len > 3)
 				reply[out + 3] = '-';
 			last_start = out;
 			out += line_len;
 		}
-		first = 0;
 		in += line_len;
 	}
-	if (out > last_start + 3)
+	if (out > last_start + 3 && reply[last_start + 3] == '-')
 		reply[last_start + 3] = ' ';
 	return out;
 }
@@ -526,7 +534,7 @@ static int next_command(struct session *s, size_t *len)
 	if (rc != IO_OK)
 		return -1;
 	if (cfg->debug >= 4)
-		msg(LOG_DEBUG, "client: %.*s", (int)*len, s->line);
+		transcript("client", s->line, *len);
 	return 1;
 }
 
