@@ -98,12 +98,16 @@ int addr_parse(const char *text, const char *default_port, struct addr *out)
 }
 
 /* peer_addr - the client's own IP with the given port (the loopback feature) */
-int peer_addr(int fd, const char *port, struct addr *out)
+int peer_addr(int fd, const char *port_text, struct addr *out)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	char host[NI_MAXHOST];
+	char host[NI_MAXHOST], port[sizeof(out->port)];
 
+	/* port_text may point into *out, which is rewritten below. */
+	if (strlen(port_text) >= sizeof(port))
+		return -1;
+	strcpy(port, port_text);
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
 		return -1;
 	if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
@@ -114,7 +118,7 @@ int peer_addr(int fd, const char *port, struct addr *out)
 	/* A v4-mapped peer is reached again at its IPv4 address. */
 	const char *plain = strncmp(host, "::ffff:", 7) == 0 && strchr(host, '.')
 		? host + 7 : host;
-	if (strlen(plain) >= sizeof(out->host) || strlen(port) >= sizeof(out->port))
+	if (strlen(plain) >= sizeof(out->host))
 		return -1;
 	memset(out, 0, sizeof(*out));
 	out->kind = ADDR_INET;
