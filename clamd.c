@@ -125,11 +125,15 @@ int clamd_scan(int spool_fd, off_t size, char *verdict, size_t cap, struct conn 
 	int fd, sent, result;
 	ssize_t len;
 
-	if (addr_parse(where, "3310", &addr) < 0 || addr.kind == ADDR_PORT) {
+	if (addr_parse(where, "3310", &addr) < 0) {
 		snprintf(verdict, cap, "bad clamd address %s", where);
 		return SCAN_ERROR;
 	}
-	if (addr.kind == ADDR_INET && size >= STREAM_MAX) {
+	if (addr.kind == ADDR_PORT) {
+		strcpy(addr.host, "127.0.0.1");         /* a bare port: clamd on this host */
+		addr.kind = ADDR_INET;
+	}
+	if (addr.kind == ADDR_INET && size > STREAM_MAX) {
 		snprintf(verdict, cap, "message of %lld bytes is over the stream limit",
 			 (long long)size);
 		return SCAN_ERROR;

@@ -297,10 +297,12 @@ static int listener(void)
 	if (cfg->pidfile)
 		pidfile_check(cfg->pidfile);
 	nfds = inherited_sockets(fds);
-	if (nfds == 0)
+	int own_socket = nfds == 0;
+	if (own_socket)
 		nfds = open_listener(fds);
 	if (cfg->debug < 0)
 		daemonise();
+	signal(SIGHUP, SIG_IGN);        /* no configuration to reload; a lost terminal is no reason to stop */
 	if (cfg->pidfile)
 		pidfile_write(cfg->pidfile);
 	msg(LOG_NOTICE, "listening for connections, at most %d at once", cfg->maxconn);
@@ -343,7 +345,7 @@ static int listener(void)
 	msg(LOG_NOTICE, "stopping: no new connections, waiting for %d session(s)", live);
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
-	if (cfg->listenaddr && strchr(cfg->listenaddr, '/'))
+	if (own_socket && cfg->listenaddr && strchr(cfg->listenaddr, '/'))
 		unlink(cfg->listenaddr);
 	if (cfg->pidfile)
 		unlink(cfg->pidfile);
@@ -357,7 +359,9 @@ static int listener_wanted(void)
 {
 	struct stat st;
 
-	if (cfg->listenaddr || getenv("LISTEN_FDS"))
+	const char *pid = getenv("LISTEN_PID");
+
+	if (cfg->listenaddr || (pid && getenv("LISTEN_FDS") && atol(pid) == (long)getpid()))
 		return 1;
 	return fstat(0, &st) < 0 || S_ISCHR(st.st_mode);
 }

@@ -121,7 +121,7 @@ int smtp_session(int in, int out);
 void server_keepalive(struct conn *server);
 
 /* DATA decoding: a pure state machine, testable without sockets. */
-enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_END };
+enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_SOFT_BOL, D_END };
 size_t data_decode(enum data_state *state, const char *in, size_t len,
 		   char *out, size_t *out_len);
 size_t data_encode(int *at_bol, const char *in, size_t len, char *out);

@@ -239,6 +239,11 @@ static int relay_command(struct session *s, const char *line, size_t len)
 		s->quit_sent = 1;
 		return END;
 	}
+	if (code == 421) {
+		/* RFC 5321 3.8: the server is closing; so are we. */
+		s->server_lost = 1;
+		return END;
+	}
 	return NEXT;
 }
 
@@ -248,9 +253,9 @@ static int relay_command(struct session *s, const char *line, size_t len)
  * The state is named by what was just seen. The end is exactly CRLF "."
  * CRLF; the DATA command's own line break counts as the first CRLF. One
  * leading dot is removed from each line. A bare CR or bare LF becomes a
- * CRLF, and the line after it is plain text (it cannot end the message), so
- * the spool holds clean CRLF lines only. NUL is data. out must have room
- * for 2 * len bytes. Returns how many input bytes were used: at D_END the
+ * CRLF, so the spool holds clean CRLF lines only; the line after it loses
+ * a leading dot too, but can never end the message (D_SOFT_BOL). NUL is
+ * data. out must have room for 2 * len bytes. Returns how many input bytes were used: at D_END the
  * rest belongs to the next command.
  */
 size_t data_decode(enum data_state *state, const char *in, size_t len,
@@ -279,14 +284,19 @@ size_t data_decode(enum data_state *state, const char *in, size_t len,
 			} else {
 				out[o++] = '\r';        /* ".", bare CR: the dot was stuffing */
 				out[o++] = '\n';
-				*state = D_TEXT;
+				*state = D_SOFT_BOL;
 			}
 			break;
 		case D_CR:
 			out[o++] = '\r';
 			out[o++] = '\n';
-			*state = c == '\n' ? D_BOL : D_TEXT;
+			*state = c == '\n' ? D_BOL : D_SOFT_BOL;
 			if (c == '\n')
+				i++;
+			break;
+		case D_SOFT_BOL:
+			*state = D_TEXT;
+			if (c == '.')
 				i++;
 			break;
 		case D_TEXT: {
@@ -302,6 +312,7 @@ size_t data_decode(enum data_state *state, const char *in, size_t len,
 				} else {
 					out[o++] = '\r';        /* bare LF */
 					out[o++] = '\n';
+					*state = D_SOFT_BOL;
 				}
 				i++;
 			}
@@ -559,6 +570,16 @@ static int command(struct session *s, const char *line, size_t len)
 	return relay_command(s, line, len);
 }
 
+static void log_client(int fd)
+{
+	struct addr peer;
+
+	if (is_socket(fd) && peer_addr(fd, "0", &peer) == 0)
+		msg(LOG_INFO, "connection from %s", peer.host);
+	else
+		msg(LOG_INFO, "session on standard input");
+}
+
 /* smtp_session - serve one client on in/out until it is done */
 int smtp_session(int in, int out)
 {
@@ -569,6 +590,7 @@ int smtp_session(int in, int out)
 	int fd;
 
 	memset(s, 0, offsetof(struct session, reply));
+	log_client(in);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
 	fd = connect_server(in, &refusal);
 	if (fd < 0) {

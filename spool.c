@@ -118,20 +118,24 @@ void spool_close(struct spool *s)
 	s->fd = -1;
 }
 
-/* header_valid - "Name: value", printable ASCII, the name as RFC 5322 2.2 says */
+/* header_valid - "Name: value" on one line: RFC 5322 2.2 name, printable value */
 int header_valid(const char *header)
 {
-	const char *colon = strchr(header, ':');
+	const char *colon = strchr(header, ':'), *value;
 
 	if (!*header)
 		return 1;       /* -h '' adds no header */
-	if (!colon || colon == header || colon[1] != ' ' || !colon[2])
+	if (!colon || colon == header || strlen(header) > 998)
 		return 0;
 	for (const char *p = header; p < colon; p++)
 		if (*p <= ' ' || *p > '~')
 			return 0;
+	for (value = colon + 1; *value == ' '; value++)
+		;
+	if (!*value)
+		return 0;
 	for (const char *p = colon + 1; *p; p++)
 		if (*p < ' ' || *p > '~')
 			return 0;
-	return strlen(header) <= 998;
+	return 1;
 }

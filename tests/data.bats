@@ -586,3 +586,15 @@ eicar_mime() {
 	server_commands | grep -q '^RSET$'
 	! server_commands | grep -q '^DATA'
 }
+
+@test "a line after a bare LF or bare CR loses one leading dot too, and ends nothing" {
+	start_server
+	printf 'Subject: soft\r\n\r\none\n.two\r.three\n..four\r\n' > "$T/body"
+	transcript "$T/in" "$T/body"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 250 354 250 221" ]
+	printf 'Subject: soft\r\n\r\none\r\ntwo\r\nthree\r\n.four\r\n' > "$T/meant"
+	without_header "$SRV/msg-1.eml" > "$T/got"
+	cmp "$T/meant" "$T/got"
+	no_bare_crlf "$SRV/msg-1.raw"
+}

@@ -215,7 +215,8 @@ elapsed_under() {
 	filter < "$T/in"
 	took=$(( $(date +%s) - start ))
 	scan_failed "in time|time ?out|timed out"
-	[ "$took" -ge 2 ] && [ "$took" -le 6 ]
+	[ "$took" -ge 1 ]    # -t counts whole seconds
+	[ "$took" -le 6 ]
 	grep -q '^FILDES' "$FAKE/commands.log"
 }
 
@@ -374,6 +375,17 @@ elapsed_under() {
 	[ "$(cat "$T/rc")" = 0 ]
 }
 
+@test "server says 421 to MAIL and closes: the client gets the 421, the session ends" {
+	start_server --reply 'mail=421 4.3.2 Shutting down' --hangup rcpt
+	a_message "$T/body"
+	session "$T/body"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 421 421" ]
+	grep -q $'^421 4.3.2 Shutting down\r$' "$T/out"
+	[ "$(count_messages)" = 0 ]
+	[ "$(commands_line)" = "EHLO c MAIL FROM:<sender@example.test> RCPT TO:<rcpt@example.test> " ]
+}
+
 @test "server hangs at RCPT past -t: 421 Connection to the mail server lost, quickly" {
 	TIMEOUT=2
 	start_server --hang rcpt
@@ -386,7 +398,7 @@ elapsed_under() {
 	grep -q $'^421 4.3.0 Connection to the mail server lost\r$' "$T/out"
 	[ "$took" -le 5 ]
 	[ "$(count_messages)" = 0 ]
-	! server_commands | grep -q '^DATA'
+	! server_commands | grep -q '^DATA' || false
 }
 
 @test "server hangs up on DATA: the client gets a 4xx, not 250" {
@@ -397,7 +409,7 @@ elapsed_under() {
 	[ "$(codes | cut -d' ' -f1-5)" = "220 250 250 250 354" ]
 	[[ "$(codes | cut -d' ' -f6)" = 4?? ]]
 	grep -q $'^451 4.3.0 Error passing message on, try again later\r$' "$T/out"
-	! codes | cut -d' ' -f6- | grep -q 250
+	! codes | cut -d' ' -f6- | grep -q 250 || false
 	[ "$(count_messages)" = 0 ]
 	grep -q 'status=ERROR:' "$T/err"
 }
@@ -408,7 +420,7 @@ elapsed_under() {
 	session "$T/body"
 	filter < "$T/in"
 	[ "$(codes | cut -d' ' -f1-6)" = "220 250 250 250 354 451" ]
-	! codes | cut -d' ' -f6- | grep -q 250
+	! codes | cut -d' ' -f6- | grep -q 250 || false
 	# the server got the bytes but never said it took them
 	[ -e "$SRV/msg-1.dropped" ]
 	[ "$(ls "$SRV" | grep -c '\.raw$' )" -ge 1 ]
@@ -531,7 +543,7 @@ elapsed_under() {
 	[ "$(cat "$T/rc")" = 137 ]
 	[ -z "$(ls -A "$SPOOL")" ]
 	[ "$(count_messages)" = 0 ]
-	! server_commands | grep -q '^DATA'
+	! server_commands | grep -q '^DATA' || false
 }
 
 @test "disk full (small tmpfs as -D): 452 4.3.1, RSET, nothing delivered" {
@@ -592,7 +604,7 @@ elapsed_under() {
 	[ "$(codes)" = "220 250 250 250 354 250 221" ]
 	[ "$(count_messages)" = 1 ]
 	without_header "$SRV/msg-1.eml" | cmp - "$T/body"
-	! grep -q 'IDLE-TIMEOUT' "$SRV/commands.log"
+	! grep -q 'IDLE-TIMEOUT' "$SRV/commands.log" || false
 	[[ "$(commands_line)" =~ ^"EHLO c MAIL FROM:<sender@example.test> RCPT TO:<rcpt@example.test> "(NOOP )+"DATA QUIT "$ ]]
 	[ "$(server_commands | grep -c '^NOOP$')" -ge 3 ]
 }

@@ -30,10 +30,10 @@ refused() {
 	[ ! -s "$T/out" ]
 	[ "$(wc -l < "$T/err")" = 1 ]
 	[ "$(tail -c1 "$T/err" | od -An -c | tr -d ' ')" = '\n' ]
-	! grep -q $'\r' "$T/err"
+	! grep -q $'\r' "$T/err" || false
 	grep -qF -- "$1" "$T/err"
 	[ ! -s "$SRV/commands.log" ]
-	! ls "$SRV" | grep -q '^session-'
+	! ls "$SRV" | grep -q '^session-' || false
 }
 
 # served - it started, spoke to the server and ended the session cleanly
@@ -41,7 +41,7 @@ served() {
 	[ "$(cat "$T/rc")" = 0 ]
 	[ "$(codes)" = "220 221" ]
 	[ "$(server_commands)" = QUIT ]
-	! grep -q 'usage' "$T/err"
+	! grep -q 'usage' "$T/err" || false
 }
 
 # --- bad flags and values ------------------------------------------------
@@ -144,7 +144,7 @@ served() {
 
 @test "serveraddr with port 0, 99999 or none after the colon: status 2" {
 	setup_options
-	for bad in 127.0.0.1:0 127.0.0.1:99999 127.0.0.1: :25 '[::1]' '[]:25' '[127.0.0.1]:25'; do
+	for bad in 127.0.0.1:0 127.0.0.1:99999 127.0.0.1: :25 '[::1]x' '[]:25' '[127.0.0.1]:25'; do
 		clamsmtpd "$bad"
 		refused "$bad"
 	done
@@ -216,7 +216,7 @@ served() {
 	clamsmtpd '-?' "$SERVER"
 	cat "$T/out" "$T/err" | grep -qi usage
 	[ ! -s "$SRV/commands.log" ]
-	! ls "$SRV" | grep -q '^session-'
+	! ls "$SRV" | grep -q '^session-' || false
 }
 
 @test "-r is accepted and logs a notice" {
@@ -253,7 +253,6 @@ served() {
 	setup_options
 	clamsmtpd -d 4 -D "$SPOOL" -c "$CLAMADDR" "$SERVER"
 	served
-	grep -q '^peer=127.0.0.1$' <(cat "$SRV"/msg-*.env 2>/dev/null) || true
 }
 
 @test "serveraddr [::1]:port is accepted" {
@@ -288,7 +287,7 @@ served() {
 	setup_options
 	clamsmtpd -d 4 -t 2 -D "$SPOOL" -c "$CLAMADDR" 127.0.0.1
 	[ "$(cat "$T/rc")" != 2 ]
-	! grep -q usage "$T/err"
+	! grep -q usage "$T/err" || false
 	tr -d '\r' < "$T/out" | head -n1 | grep -qE '^(220|421) '
 }
 
@@ -296,7 +295,7 @@ served() {
 	setup_options
 	clamsmtpd -d 4 -D "$SPOOL" -c "$CLAMADDR" 2525
 	[ "$(cat "$T/rc")" != 2 ]
-	! grep -q usage "$T/err"
+	! grep -q usage "$T/err" || false
 	# stdin is a file, so there is no client IP to go back to: a 421, not a usage error
 	[ "$(tr -d '\r' < "$T/out" | cut -c1-9)" = "421 4.3.0" ]
 }
