@@ -2,6 +2,8 @@
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -Wall -Wextra -Werror
@@ -28,10 +30,18 @@ check-asan: clamsmtpd-asan
 	tests/deps.sh
 	CLAMSMTPD=$(CURDIR)/clamsmtpd-asan bats tests
 
+# The unit and xinetd files name the binary where this install puts it.
 install: clamsmtpd
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/xinetd.d
 	install -m 755 clamsmtpd $(DESTDIR)$(SBINDIR)/clamsmtpd
 	install -m 644 man/clamsmtpd.8 $(DESTDIR)$(MANDIR)/man8/clamsmtpd.8
+	for f in systemd/clamsmtpd.socket systemd/clamsmtpd.service 'systemd/clamsmtpd@.service'; do \
+		sed 's|/usr/local/sbin/clamsmtpd|$(SBINDIR)/clamsmtpd|g' "$$f" > "$(DESTDIR)$(UNITDIR)/$${f#systemd/}" && \
+		chmod 644 "$(DESTDIR)$(UNITDIR)/$${f#systemd/}" || exit 1; \
+	done
+	sed 's|/usr/local/sbin/clamsmtpd|$(SBINDIR)/clamsmtpd|g' xinetd.d/clamsmtpd > $(DESTDIR)$(SYSCONFDIR)/xinetd.d/clamsmtpd
+	chmod 644 $(DESTDIR)$(SYSCONFDIR)/xinetd.d/clamsmtpd
 
 clean:
 	rm -f clamsmtpd clamsmtpd-asan

@@ -244,3 +244,30 @@ send_mail() {
 	[ "$(count_messages)" = 1 ]
 	grep -q 'mapped' "$SRV/msg-1.eml"
 }
+
+@test "xinetd with the shipped xinetd.d/clamsmtpd delivers a clean message and drops EICAR" {
+	command -v xinetd >/dev/null || skip "xinetd is not installed"
+	start_server
+	port=$(free_port)
+	# the shipped file, with only its port, user and paths changed for the test
+	sed -e "s|^\(\s*port\s*=\).*|\1 $port|" \
+	    -e "s|^\(\s*user\s*=\).*|\1 $(id -un)|" \
+	    -e "s|^\(\s*server\s*=\).*|\1 $(readlink -f "$CLAMSMTPD")|" \
+	    -e "s|^\(\s*server_args\s*=\).*|\1 -c $CLAMADDR -D $SPOOL $SERVER|" \
+	    "$TESTS/../xinetd.d/clamsmtpd" > "$T/xinetd.conf"
+	grep -q "port *= $port" "$T/xinetd.conf"
+	xinetd -dontfork -f "$T/xinetd.conf" -pidfile "$T/xinetd.pid" -filelog "$T/xinetd.log" 2>"$T/xinetd.err" &
+	echo $! >> "$T/pids"
+	for i in $(seq 50); do
+		python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+		sleep 0.1
+	done
+	send_mail 127.0.0.1:$port --body 'via xinetd'
+	grep -q '^<- *250 2.0.0 Ok' "$T/swaks"
+	eicar "$T/eicar.com"
+	send_mail 127.0.0.1:$port --attach "$T/eicar.com"
+	grep -q '250 2.7.0 Virus detected; message discarded' "$T/swaks"
+	[ "$(count_messages)" = 1 ]
+	grep -q 'via xinetd' "$SRV/msg-1.eml"
+	head -n1 "$SRV/msg-1.eml" | grep -q '^X-AV-Checked: ClamAV using ClamSMTP'
+}
