@@ -31,6 +31,20 @@ check-asan: clamsmtpd-asan
 	CLAMSMTPD=$(CURDIR)/clamsmtpd-asan bats tests
 
 # The unit and xinetd files name the binary where this install puts it.
+# A real clamd, a receiving server and clamsmtpd; a clean and an infected message.
+demo: clamsmtpd
+	tests/deps.sh
+	tests/demo.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	tests/deps.sh clang libclang-rt-14-dev
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: clamsmtpd
+	tests/deps.sh clamsmtp
+	bench/run.sh
+
 install: clamsmtpd
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/xinetd.d
@@ -46,4 +60,4 @@ install: clamsmtpd
 clean:
 	rm -f clamsmtpd clamsmtpd-asan
 
-.PHONY: all asan check check-asan install clean
+.PHONY: all asan check check-asan demo fuzz bench install clean
