@@ -81,7 +81,11 @@ void msg(int level, const char *fmt, ...)
 
 static void die_usage(const char *problem, const char *what)
 {
-	fprintf(stderr, "clamsmtpd: %s%s%s\n", problem, what ? ": " : "", what ? what : "");
+	char shown[256];
+
+	/* What the user typed may hold CR, LF or escapes: one printable line only. */
+	printable(shown, sizeof(shown), what ? what : "", what ? strlen(what) : 0);
+	fprintf(stderr, "clamsmtpd: %s%s%s\n", problem, what ? ": " : "", shown);
 	exit(2);
 }
 
@@ -375,6 +379,7 @@ int main(int argc, char **argv)
 	if (cfg->obsolete_r)
 		msg(LOG_NOTICE, "-r is obsolete and has no effect");
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);       /* a file size limit is a write error (452), not death */
 	sigaction(SIGTERM, &stop, NULL);
 	sigaction(SIGINT, &stop, NULL);
 	sigaction(SIGCHLD, &child, NULL);

@@ -362,17 +362,23 @@ elapsed_under() {
 	[ "$(count_messages)" = 0 ]
 }
 
-@test "server says 421 to MAIL: the client gets that 421, never a false 250" {
+@test "server says 421 to MAIL (and carries on): the client gets the 421, never a false 250" {
 	start_server --reply 'mail=421 4.3.2 Shutting down'
 	a_message "$T/body"
 	session "$T/body"
 	filter < "$T/in"
+	[ "$(cat "$T/rc")" = 0 ]
 	[ "$(codes | cut -d' ' -f1-3)" = "220 250 421" ]
 	grep -q $'^421 4.3.2 Shutting down\r$' "$T/out"
-	# whatever followed: a 250 after the 354 only for a message the server took
-	after=$(codes | cut -d' ' -f4- | sed -n 's/.*354 \([0-9]*\).*/\1/p')
-	if [ "$after" = 250 ]; then [ "$(count_messages)" = 1 ]; else [ "$(count_messages)" = 0 ]; fi
-	[ "$(cat "$T/rc")" = 0 ]
+	if [ "$(codes)" = "220 250 421" ]; then
+		# the session ended at the 421 (RFC 5321 3.8): nothing more was sent
+		[ "$(commands_line)" = "EHLO c MAIL FROM:<sender@example.test> " ]
+		[ "$(count_messages)" = 0 ]
+	else
+		# it went on: a 250 after the 354 only for a message the server took
+		after=$(codes | sed -n 's/.* 354 \([0-9]*\).*/\1/p')
+		if [ "$after" = 250 ]; then [ "$(count_messages)" = 1 ]; else [ "$(count_messages)" = 0 ]; fi
+	fi
 }
 
 @test "server says 421 to MAIL and closes: the client gets the 421, the session ends" {
@@ -380,10 +386,10 @@ elapsed_under() {
 	a_message "$T/body"
 	session "$T/body"
 	filter < "$T/in"
-	[ "$(codes)" = "220 250 421 421" ]
+	[[ "$(codes)" =~ ^"220 250 421"( 421)?$ ]]
 	grep -q $'^421 4.3.2 Shutting down\r$' "$T/out"
 	[ "$(count_messages)" = 0 ]
-	[ "$(commands_line)" = "EHLO c MAIL FROM:<sender@example.test> RCPT TO:<rcpt@example.test> " ]
+	[[ "$(commands_line)" =~ ^"EHLO c MAIL FROM:<sender@example.test> "("RCPT TO:<rcpt@example.test> ")?$ ]]
 }
 
 @test "server hangs at RCPT past -t: 421 Connection to the mail server lost, quickly" {

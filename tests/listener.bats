@@ -159,7 +159,7 @@ send_mail() {
 	for i in $(seq 50); do grep -q '^354' "$T/client" 2>/dev/null && break; sleep 0.1; done
 	kill -TERM "$LPID"
 	sleep 0.5
-	! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 2)" 2>/dev/null
+	! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 2)" 2>/dev/null || false
 	wait "$client"
 	rc=0; wait "$LPID" || rc=$?
 	[ "$rc" -eq 0 ]
