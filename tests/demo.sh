@@ -30,8 +30,9 @@ done
 [ -x "$CLAMSMTPD" ] || die "no $CLAMSMTPD (run make)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/clamsmtpd-demo.XXXXXX") || die "cannot make a temp dir"
-server_pid= filter_pid=
+server_pid='' filter_pid=''
 
+# shellcheck disable=SC2317 # called from the EXIT trap
 # cleanup - stop what we started, by pid, and remove the work directory
 cleanup() {
 	for pid in $filter_pid $server_pid; do
@@ -39,7 +40,7 @@ cleanup() {
 	done
 	for pid in $filter_pid $server_pid; do
 		i=0
-		while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
+		while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do
 			sleep 0.1
 			i=$((i + 1))
 		done
@@ -57,7 +58,7 @@ trap 'exit 143' TERM HUP
 wait_file() {
 	i=0
 	while [ ! -s "$1" ]; do
-		[ $i -lt 100 ] || return 1
+		[ "$i" -lt 100 ] || return 1
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -68,7 +69,8 @@ wait_file() {
 "$here/clamd-start.sh" "$work/clamd" > "$work/clamd-start.out" 2>&1 ||
 	{ cat "$work/clamd-start.out" >&2; die "clamd did not start"; }
 
-mkdir "$work/server" "$work/spool" && chmod 700 "$work/spool" || die "cannot populate $work"
+mkdir "$work/server" || die "cannot create $work/server"
+mkdir -m 700 "$work/spool" || die "cannot create $work/spool"
 python3 "$here/smtp-recorder.py" --listen 127.0.0.1:0 --dir "$work/server" \
 	2> "$work/server.err" < /dev/null &
 server_pid=$!
@@ -92,25 +94,26 @@ send() {
 	swaks --server "127.0.0.1:$port" --from alice@example.test --to bob@example.test \
 		--helo demo.example.test --timeout 20 "$@" > "$work/$name" 2>&1
 }
-# last_reply NAME - the last reply clamsmtpd gave to the end of the data
+# last_reply NAME - clamsmtpd's reply to the end of the data (the last one before QUIT's)
 last_reply() {
-	sed -n 's/^<-  *\([0-9][0-9][0-9] .*\)/\1/p' "$work/$name" | tr -d '\r' |
+	sed -n 's/^<-  *\([0-9][0-9][0-9] .*\)/\1/p' "$work/$1" | tr -d '\r' |
 		grep -v '^221 ' | tail -n 1
 }
 
 send clean --header 'Subject: clamsmtpd demo: a clean message' \
 	--body 'Hello Bob, this message carries nothing harmful.'
-clean_reply=$(name=clean; last_reply)
+clean_reply=$(last_reply clean)
 
 "$here/eicar.sh" > "$work/eicar.com"
 send infected --header 'Subject: clamsmtpd demo: the EICAR test file attached' \
 	--body 'Hello Bob, the attachment is the EICAR anti-virus test file.' \
 	--attach "$work/eicar.com"
-infected_reply=$(name=infected; last_reply)
+infected_reply=$(last_reply infected)
 
 # -- keep the delivered message, judge, report -------------------------------
 
-rm -rf "$out" && mkdir -p "$out" || die "cannot create $out"
+mkdir -p "$out" || die "cannot create $out"
+rm -f "$out"/msg-*.eml
 delivered=0
 for f in "$work"/server/msg-*.eml; do
 	[ -e "$f" ] || continue
@@ -155,8 +158,10 @@ if [ -n "$virus_line" ]; then
 fi
 echo "   The server received $delivered message(s) in all."
 echo
-echo "The delivered message is in $out/ (kept);"
-echo "clamd, the server and clamsmtpd are stopped and their files removed."
+if [ "$delivered" -ge 1 ]; then
+	echo "Kept: the delivered message, ${out#"$PWD"/}/msg-1.eml."
+fi
+echo "Removed: clamd, the SMTP server and clamsmtpd (stopped) and their files."
 echo
 if [ "$clean_ok" = yes ] && [ "$infected_ok" = yes ]; then
 	echo "demo: OK"

@@ -151,6 +151,7 @@ EOF
 group_members() {
 	for stat in /proc/[0-9]*/stat; do
 		# fields after "(comm) ": state ppid pgrp ...
+		# shellcheck disable=SC2046 # split the stat fields on purpose
 		set -- $(sed 's/.*) //' "$stat" 2>/dev/null)
 		[ $# -ge 3 ] && [ "$3" = "$pgid" ] && [ "$1" != Z ] &&
 			basename "$(dirname "$stat")"
@@ -190,6 +191,7 @@ stop() {
 	left=$(group_members)
 	if [ -n "$left" ]; then
 		echo "$me: killing processes left after 10 s: $left" >&2
+		# shellcheck disable=SC2086 # a list of pids
 		kill -KILL $left 2>/dev/null
 	fi
 	rm -f "$dir/master.pid"

@@ -10,6 +10,7 @@
 # Each test gets a private Postfix instance, clamd and recording server in a
 # directory of its own (see tests/postfix-instance.sh); all on 127.0.0.1.
 # Needs root (Postfix's master) and Debian's postfix package.
+# POSTFIX_LOGS=1 prints the maillog and clamsmtpd's log after each test.
 
 load helpers
 
@@ -64,7 +65,7 @@ teardown() {
 		ls -la "$T/spool" >&2
 		rc=1
 	fi
-	if [ "$rc" != 0 ] || [ -n "${KEEP_POSTFIX:-}" ]; then
+	if [ "$rc" != 0 ] || [ -n "${POSTFIX_LOGS:-}" ]; then
 		echo "--- maillog" >&2; cat "$T/pf/maillog" >&2 2>/dev/null
 		echo "--- clamsmtpd.log" >&2; cat "$T/clamsmtpd.log" >&2 2>/dev/null
 	fi

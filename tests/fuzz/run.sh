@@ -20,7 +20,8 @@ HARNESSES=${FUZZ_HARNESSES:-fuzz_data fuzz_reply fuzz_addr fuzz_line}
 SRCS="clamsmtpd.c net.c smtp.c clamd.c spool.c"
 FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
 OBJ_FLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all"
-WARN="-std=c11 -Wall -Wextra -Werror"
+WARN="-std=c11 -Wall -Wextra"
+HWARN="$WARN -Werror"           # the harnesses; the program's own -Werror is for cc
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
@@ -44,8 +45,8 @@ build() {
 		# main is libFuzzer's: the program's own main is renamed.
 		extra=
 		[ "$s" = clamsmtpd.c ] && extra=-Dmain=clamsmtpd_main
-		$CLANG $WARN $OBJ_FLAGS $extra -c "$ROOT/$s" -o "$o.tmp" && mv "$o.tmp" "$o" ||
-			die "cannot compile $s"
+		$CLANG $WARN $OBJ_FLAGS $extra -c "$ROOT/$s" -o "$o.$$" && mv "$o.$$" "$o" ||
+			{ rm -f "$o.$$"; die "cannot compile $s"; }
 	done
 	for h in $HARNESSES; do
 		[ -f "$HERE/$h.c" ] || die "no harness $h"
@@ -53,7 +54,7 @@ build() {
 		extra=
 		[ "$h" = fuzz_line ] && extra=-Wl,--wrap=read     # short reads, see fuzz_line.c
 		tmp=$OUT/.$h.$$
-		$CLANG $WARN $FLAGS "$HERE/$h.c" $objs $extra -o "$tmp" && mv "$tmp" "$OUT/$h" ||
+		$CLANG $HWARN $FLAGS "$HERE/$h.c" $objs $extra -o "$tmp" && mv "$tmp" "$OUT/$h" ||
 			{ rm -f "$tmp"; die "cannot build $h"; }
 	done
 }
