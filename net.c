@@ -387,8 +387,8 @@ int conn_fill(struct conn *c)
  * conn_read_line - one line without its CRLF (or bare LF)
  *
  * A line longer than cap is consumed to its end and reported as
- * IO_TOO_LONG, so the dialogue can go on. The bytes are not NUL-terminated
- * by this function; len says how many there are.
+ * IO_TOO_LONG, so the dialogue can go on; line then holds its first cap
+ * bytes. The bytes are not NUL-terminated; len says how many there are.
  */
 int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 {
@@ -400,13 +400,14 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 		size_t avail = c->in_len - c->in_pos;
 		char *nl = memchr(start, '\n', avail);
 		size_t take = nl ? (size_t)(nl - start) : avail;
+		size_t keep = take, room = cap - *len;
 
-		if (!too_long && *len + take <= cap) {
-			memcpy(line + *len, start, take);
-			*len += take;
-		} else {
+		if (nl && keep > 0 && start[keep - 1] == '\r')
+			keep--;         /* the CR of CRLF is no part of the line */
+		if (keep > room)
 			too_long = 1;
-		}
+		memcpy(line + *len, start, keep < room ? keep : room);
+		*len += keep < room ? keep : room;
 		c->in_pos += nl ? take + 1 : take;
 		if (nl)
 			break;
@@ -416,7 +417,7 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 	if (too_long)
 		return IO_TOO_LONG;
 	if (*len > 0 && line[*len - 1] == '\r')
-		(*len)--;
+		(*len)--;       /* a CR that came in the read before its LF */
 	return IO_OK;
 }
 

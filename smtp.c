@@ -86,10 +86,8 @@ static int read_reply(struct session *s)
 	s->reply_len = 0;
 	while (!last) {
 		rc = conn_read_line(&s->server, line, sizeof(line) - 2, &len);
-		if (rc == IO_TOO_LONG) {
-			len = sizeof(line) - 2;  /* keep the start of a long text */
-			rc = IO_OK;
-		}
+		if (rc == IO_TOO_LONG)
+			rc = IO_OK;     /* relay the start of an overlong text line */
 		if (rc == IO_OK)
 			code = reply_line_code(line, len, &last);
 		if (rc != IO_OK || code < 0 || s->reply_len + len + 2 > sizeof(s->reply)) {

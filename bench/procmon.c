@@ -1,24 +1,30 @@
 /*
- * procmon - sample the memory of a process tree until told to stop
+ * procmon - run a command, sample its process tree, report CPU and memory
  *
- * Usage: procmon ROOTPID INTERVAL_MS
+ * Usage: procmon [-i INTERVAL_MS] -o OUTFILE -- COMMAND [ARGS...]
  *
- * Every INTERVAL_MS it walks /proc (ppid links; this kernel has no
- * /proc/PID/task/TID/children), finds every descendant of ROOTPID, and
- * reads VmHWM and VmRSS from /proc/PID/status. On SIGTERM, SIGINT or when
- * the root is gone, it prints one line of key=value pairs (sizes in KiB):
+ * Forks and runs COMMAND. Every INTERVAL_MS (default 20) it walks /proc
+ * (ppid links; this kernel has no /proc/PID/task/TID/children), finds every
+ * descendant of COMMAND, and reads VmHWM and VmRSS from /proc/PID/status.
+ * SIGTERM or SIGINT is passed on to COMMAND (SIGKILL 10 s later if it is
+ * still there). When COMMAND has exited, one line of key=value pairs goes
+ * to OUTFILE (sizes in KiB, CPU in microseconds):
+ *   status          COMMAND's wait status
+ *   cpu_us          user+system CPU of COMMAND and of every descendant that
+ *                   was waited for (getrusage RUSAGE_CHILDREN: exact, and it
+ *                   includes the sessions a listener forked and reaped)
+ *   maxrss          largest RSS of any one of those processes (ru_maxrss)
  *   samples         how many walks were made
- *   root_rss0       VmRSS of the root at the first sample
- *   root_hwm        VmHWM of the root at the last sample it was seen
- *   root_rss_max    largest VmRSS of the root
+ *   root_rss0       VmRSS of COMMAND at the first sample
+ *   root_hwm        VmHWM of COMMAND at the last sample
+ *   root_rss_max    largest VmRSS of COMMAND
  *   child_hwm_max   largest VmHWM of any descendant seen
- *   child_hwm_med   median of the last VmHWM seen of each descendant
+ *   child_hwm_med   median of the VmHWM of each descendant seen
  *   children_seen   how many distinct descendants were seen
  *   children_max    most descendants alive at one sample
- *   tree_rss_max    largest sum of VmRSS over root and descendants
- * The parent table is rebuilt each sample, so short-lived children that
- * live between two samples are not seen; their VmHWM is the same as that
- * of their siblings, which is what the median is for.
+ *   tree_rss_max    largest sum of VmRSS over COMMAND and its descendants
+ * Short-lived children that live between two samples are not seen; they
+ * have the same VmHWM as their siblings, which is what the median is for.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -28,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -144,48 +152,85 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_sig };
 	long samples = 0, root_rss0 = -1, root_hwm = 0, root_rss_max = 0;
 	long child_hwm_max = 0, children_max = 0, tree_rss_max = 0;
-	int root, interval;
+	int root, interval = 20, c, status = 0, forwarded = 0;
+	const char *outfile = NULL;
+	struct timespec term_at = { 0, 0 };
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: procmon ROOTPID INTERVAL_MS\n");
-		return 2;
+	while ((c = getopt(argc, argv, "+i:o:")) != -1) {
+		switch (c) {
+		case 'i': interval = atoi(optarg); break;
+		case 'o': outfile = optarg; break;
+		default: goto usage;
+		}
 	}
-	root = atoi(argv[1]);
-	interval = atoi(argv[2]);
+	if (!outfile || optind >= argc || interval < 1)
+		goto usage;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	while (!done) {
+	root = fork();
+	if (root < 0) {
+		perror("procmon: fork");
+		return 2;
+	}
+	if (root == 0) {
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		execvp(argv[optind], argv + optind);
+		perror(argv[optind]);
+		_exit(127);
+	}
+	for (;;) {
 		long hwm, rss, tree = 0, alive = 0;
+		pid_t w = waitpid(root, &status, WNOHANG);
 
-		if (status_kb(root, &hwm, &rss) < 0)
+		if (w == root)
 			break;
-		if (root_rss0 < 0)
-			root_rss0 = rss;
-		root_hwm = hwm;
-		if (rss > root_rss_max)
-			root_rss_max = rss;
-		tree += rss;
-		scan_parents();
-		for (int i = 0; i < npids; i++) {
-			if (pids[i] == root || !is_descendant(pids[i], root))
-				continue;
-			long chwm, crss;
-			if (status_kb(pids[i], &chwm, &crss) < 0)
-				continue;
-			alive++;
-			tree += crss;
-			if (chwm > child_hwm_max)
-				child_hwm_max = chwm;
-			remember(pids[i], chwm);
+		if (done && !forwarded) {
+			kill(root, SIGTERM);
+			forwarded = 1;
+			clock_gettime(CLOCK_MONOTONIC, &term_at);
 		}
-		if (alive > children_max)
-			children_max = alive;
-		if (tree > tree_rss_max)
-			tree_rss_max = tree;
-		samples++;
+		if (forwarded) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec - term_at.tv_sec > 10 && forwarded == 1) {
+				kill(root, SIGKILL);
+				forwarded = 2;
+			}
+		}
+		if (status_kb(root, &hwm, &rss) == 0) {
+			if (root_rss0 < 0)
+				root_rss0 = rss;
+			root_hwm = hwm;
+			if (rss > root_rss_max)
+				root_rss_max = rss;
+			tree += rss;
+			scan_parents();
+			for (int i = 0; i < npids; i++) {
+				if (pids[i] == root || !is_descendant(pids[i], root))
+					continue;
+				long chwm, crss;
+				if (status_kb(pids[i], &chwm, &crss) < 0)
+					continue;
+				alive++;
+				tree += crss;
+				if (chwm > child_hwm_max)
+					child_hwm_max = chwm;
+				remember(pids[i], chwm);
+			}
+			if (alive > children_max)
+				children_max = alive;
+			if (tree > tree_rss_max)
+				tree_rss_max = tree;
+			samples++;
+		}
 		struct timespec ts = { interval / 1000, (long)(interval % 1000) * 1000000L };
 		nanosleep(&ts, NULL);
 	}
+	struct rusage ru;
+	getrusage(RUSAGE_CHILDREN, &ru);
+	long long cpu_us = (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+			   ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
 	long med = 0;
 	if (nseen > 0) {
 		long *v = malloc(sizeof(long) * (size_t)nseen);
@@ -195,10 +240,19 @@ int main(int argc, char **argv)
 		med = v[nseen / 2];
 		free(v);
 	}
-	printf("samples=%ld root_rss0=%ld root_hwm=%ld root_rss_max=%ld child_hwm_max=%ld "
-	       "child_hwm_med=%ld children_seen=%d children_max=%ld tree_rss_max=%ld\n",
-	       samples, root_rss0 < 0 ? 0 : root_rss0, root_hwm, root_rss_max, child_hwm_max,
-	       med, nseen, children_max, tree_rss_max);
-	fflush(stdout);
+	FILE *out = fopen(outfile, "w");
+	if (!out) {
+		perror(outfile);
+		return 2;
+	}
+	fprintf(out, "status=%d cpu_us=%lld maxrss=%ld samples=%ld root_rss0=%ld root_hwm=%ld "
+		"root_rss_max=%ld child_hwm_max=%ld child_hwm_med=%ld children_seen=%d "
+		"children_max=%ld tree_rss_max=%ld\n",
+		status, cpu_us, ru.ru_maxrss, samples, root_rss0 < 0 ? 0 : root_rss0, root_hwm,
+		root_rss_max, child_hwm_max, med, nseen, children_max, tree_rss_max);
+	fclose(out);
 	return 0;
+usage:
+	fprintf(stderr, "usage: procmon [-i INTERVAL_MS] -o OUTFILE -- COMMAND [ARGS...]\n");
+	return 2;
 }

@@ -139,3 +139,25 @@ load helpers
 	[ -s "$T/err" ]
 	! tr -d '\r' < "$T/out" | grep -vE '^[2-5][0-9]{2}([ -]|$)' || false
 }
+
+@test "a command line of exactly 2048 bytes is relayed; 2049 is refused" {
+	start_server
+	pad=$(head -c 2043 /dev/zero | tr '\0' x)
+	printf 'EHLO c\r\nNOOP %s\r\nNOOP %sy\r\nQUIT\r\n' "$pad" "$pad" > "$T/in"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 500 221" ]
+	server_commands | grep -q "^NOOP $pad\$"
+	! server_commands | grep -q "^NOOP ${pad}y" || false
+}
+
+@test "an overlong reply line from the server is relayed cut short, never with stray bytes" {
+	long=$(head -c 6000 /dev/zero | tr '\0' z)
+	start_server --reply "noop=250 $long"
+	printf 'EHLO c\r\nNOOP\r\nQUIT\r\n' > "$T/in"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 221" ]
+	line=$(grep -a '^250 zz' "$T/out" | tr -d '\r')
+	[ "${#line}" -gt 1000 ]
+	[ "${#line}" -lt 6004 ]
+	[[ "$line" =~ ^250\ z+$ ]]
+}
