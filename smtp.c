@@ -153,7 +153,8 @@ static void envelope_address(char *out, size_t cap, const char *line, size_t len
 
 	while (start < end && *start == ' ')
 		start++;
-	const char *close = *start == '<' ? memchr(start, '>', (size_t)(end - start)) : NULL;
+	const char *close = start < end && *start == '<'
+		? memchr(start, '>', (size_t)(end - start)) : NULL;
 	const char *stop = close ? close + 1 : memchr(start, ' ', (size_t)(end - start));
 	printable(out, cap, start, (size_t)((stop ? stop : end) - start));
 }
@@ -177,7 +178,9 @@ size_t ehlo_filter(char *reply, size_t len)
 		while (text_len > 0 && (line[text_len - 1] == '\n' || line[text_len - 1] == '\r'))
 			text_len--;
 		if (in > 0 && text_len > 4) {
-			size_t key_len = strcspn(line + 4, " \r\n");
+			size_t key_len = 0;
+			while (4 + key_len < text_len && line[4 + key_len] != ' ')
+				key_len++;
 			for (size_t i = 0; i < sizeof(hidden_keywords) / sizeof(*hidden_keywords); i++)
 				if (strlen(hidden_keywords[i]) == key_len &&
 				    strncasecmp(line + 4, hidden_keywords[i], key_len) == 0)
