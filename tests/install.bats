@@ -28,3 +28,16 @@ setup() {
 		grep -q "^\.B.*\\\\-$flag\|^\.TP.*\\\\-$flag\|\\\\-$flag" "$man"
 	done
 }
+
+@test "README and man page carry the exact Postfix lines the Postfix test runs with" {
+	top=$BATS_TEST_DIRNAME/..
+	sed 's/\\-/-/g' "$top/man/clamsmtpd.8" > "$T/man.txt"
+	n=0
+	while IFS= read -r line; do
+		case "$line" in ''|'#'*) continue ;; esac
+		grep -qF -- "$line" "$top/README.md" || { echo "README lacks: $line" >&2; false; }
+		grep -qF -- "$line" "$T/man.txt" || { echo "man page lacks: $line" >&2; false; }
+		n=$((n + 1))
+	done < "$top/tests/postfix-example.cf"
+	[ "$n" -ge 12 ]
+}
