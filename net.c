@@ -269,13 +269,19 @@ int is_socket(int fd)
 	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-/* set_nonblocking - only sockets: a pipe or terminal may be shared with a shell */
+/*
+ * set_nonblocking - only sockets: a pipe or terminal may be shared with a
+ * shell. A TCP socket also gets TCP_NODELAY: we write whole replies in one
+ * write and then wait for an answer, so Nagle could only add delay.
+ */
 void set_nonblocking(int fd)
 {
-	int flags = fcntl(fd, F_GETFL);
+	int flags = fcntl(fd, F_GETFL), one = 1;
 
-	if (is_socket(fd) && flags >= 0)
-		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	if (!is_socket(fd) || flags < 0)
+		return;
+	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  /* fails harmlessly on unix sockets */
 }
 
 /*

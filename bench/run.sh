@@ -15,6 +15,9 @@
 #   BENCH_TMP=dir  where the run's files go (default: a new dir under /tmp);
 #                  kept when KEEP=1
 #   MAX_SECONDS=N  start no new run after N seconds (default 1800; QUICK 300)
+#   QUIET_BUDGET=N before a run, wait (at most 10 s) while other programs keep
+#                  more than 30% of a core busy; at most N s in all (default
+#                  120; QUICK 20)
 #
 # Needs (Debian 12): postfix (smtp-source, smtp-sink; the service is never
 # started), clamav-daemon (clamd), clamsmtp (Debian's 1.10), systemd
@@ -46,11 +49,13 @@ if [ "$QUICK" = 1 ]; then
 	RUNS=${RUNS:-1}
 	OUT=${OUT:-$here/RESULTS-quick.md}
 	MAX_SECONDS=${MAX_SECONDS:-300}
+	QUIET_BUDGET=${QUIET_BUDGET:-20}
 	quick=--quick
 else
 	RUNS=${RUNS:-3}
 	OUT=${OUT:-$here/RESULTS.md}
 	MAX_SECONDS=${MAX_SECONDS:-1800}
+	QUIET_BUDGET=${QUIET_BUDGET:-120}
 	quick=
 fi
 big=
@@ -90,5 +95,6 @@ cp "$src" "$work/tools/clamsmtpd"
 
 python3 "$here/bench.py" $quick $big --runs "$RUNS" --workdir "$work" \
 	--tools "$work/tools" --clamsmtpd "$work/tools/clamsmtpd" \
-	--clamsmtpd-desc "$desc" --out "$OUT" --max-seconds "$MAX_SECONDS" >/dev/null
+	--clamsmtpd-desc "$desc" --out "$OUT" --max-seconds "$MAX_SECONDS" \
+	--quiet-budget "$QUIET_BUDGET" >/dev/null
 echo "$me: results in $OUT" >&2

@@ -10,13 +10,19 @@
  * the next 4 bits how many read-size bytes follow (each gives at most
  * byte+1 bytes per read, used in turn; none: unlimited); then the payload.
  *
- * Invariants, checked against a reference that splits the payload at '\n':
- *  - lines come back in order; a line of at most cap bytes before its '\n'
- *    is IO_OK with len <= cap, no '\n', and the line minus one final CR;
+ * Invariants, checked against a reference that splits the payload at '\n'
+ * (a line is the bytes before '\n', without the CR of a CRLF), whatever the
+ * read boundaries:
+ *  - lines come back in order; a line of at most cap bytes is IO_OK with
+ *    len <= cap, no '\n', and exactly the line's bytes (a CR inside or a
+ *    second CR before the CRLF is data);
  *  - a longer line is IO_TOO_LONG, consumed to its '\n' (the next call
- *    returns the next line), and line[0..cap) holds the start of the line,
- *    which read_reply() keeps ("keep the start of a long text");
- *    FUZZ_SKIP=toolong-prefix leaves that last check out;
+ *    returns the next line), with len == cap and line[0..cap) the start of
+ *    the line, which read_reply() relays; FUZZ_SKIP=toolong-prefix leaves
+ *    that last check out;
+ *  - FUZZ_SKIP=line-cr lets two CR cases pass, to look past them: a line of
+ *    exactly cap bytes whose CRLF is split between two reads, and a line
+ *    that itself ends in CR (CR CR LF);
  *  - the last, unterminated piece gives IO_EOF, and by then everything was
  *    consumed: total consumed equals the payload;
  *  - nothing is written to line beyond cap (ASan: line is exactly cap bytes).
@@ -54,7 +60,7 @@ ssize_t __wrap_read(int fd, void *buf, size_t n)
 	return __real_read(fd, buf, n);
 }
 
-static int skip_prefix_check;
+static int skip_prefix_check, skip_cr_check;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -63,6 +69,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	skip_prefix_check = skip && strstr(skip, "toolong-prefix") != NULL;
+	skip_cr_check = skip && strstr(skip, "line-cr") != NULL;
 	data_fd = memfd_create("fuzz_line", MFD_CLOEXEC);
 	if (data_fd < 0) {
 		perror("memfd_create");
@@ -110,21 +117,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			consumed += raw;
 			break;
 		}
-		if (raw > cap) {
+		/* The line is what stands before '\n', without the CR of a CRLF. */
+		size_t want = raw > 0 && p[at + raw - 1] == '\r' ? raw - 1 : raw;
+		/* FUZZ_SKIP=line-cr: let the CR questions pass (see the comment above) */
+		if (skip_cr_check && want < raw && want == cap && rc == IO_TOO_LONG)
+			goto next;
+		if (skip_cr_check && rc == IO_OK && want > 0 && p[at + want - 1] == '\r' &&
+		    got == want - 1 && memcmp(line, p + at, got) == 0)
+			goto next;
+		if (want > cap) {
 			if (rc != IO_TOO_LONG)
 				FAIL("at %zu: a %zu-byte line with cap %zu gave %d, IO_TOO_LONG expected",
-				     at, raw, cap, rc);
-			if (!skip_prefix_check && memcmp(line, p + at, cap) != 0)
-				FAIL("at %zu: IO_TOO_LONG, but line[0..%zu) is not the start of the "
-				     "%zu-byte line (read_reply keeps it)", at, cap, raw);
+				     at, want, cap, rc);
+			if (!skip_prefix_check && (got != cap || memcmp(line, p + at, cap) != 0))
+				FAIL("at %zu: IO_TOO_LONG, but line holds %zu bytes that are not the "
+				     "first %zu of the %zu-byte line (read_reply relays them)",
+				     at, got, cap, want);
 		} else {
-			size_t want = raw > 0 && p[at + raw - 1] == '\r' ? raw - 1 : raw;
 			if (rc != IO_OK)
-				FAIL("at %zu: a %zu-byte line with cap %zu gave %d", at, raw, cap, rc);
+				FAIL("at %zu: a %zu-byte line with cap %zu gave %d, IO_OK expected",
+				     at, want, cap, rc);
 			if (got > cap || got != want || memcmp(line, p + at, got) != 0 ||
 			    memchr(line, '\n', got))
 				FAIL("at %zu: got %zu bytes, the line is %zu bytes", at, got, want);
 		}
+next:
 		at += raw + 1;
 		consumed += raw + 1;
 	}

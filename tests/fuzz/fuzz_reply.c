@@ -112,8 +112,9 @@ static int hidden_line(const struct line *l)
 }
 
 /*
- * dropped - the lines ehlo_filter is meant to drop: its keyword is the text
- * from index 4 up to a space, CR, LF or NUL (stricter than hidden_line)
+ * dropped - the lines ehlo_filter is meant to drop: the keyword is the text
+ * from index 4 up to the first space, the text being the line without every
+ * CR and LF at its end (a little stricter than hidden_line)
  */
 static int dropped(const struct line *l)
 {
@@ -123,7 +124,7 @@ static int dropped(const struct line *l)
 		stripped--;
 	if (stripped <= 4)
 		return 0;
-	while (k < l->len && !memchr(" \r\n", l->p[k], 4))      /* the 4th byte: NUL */
+	while (k < stripped && l->p[k] != ' ')
 		k++;
 	for (size_t i = 0; i < sizeof(hidden) / sizeof(*hidden); i++)
 		if (strlen(hidden[i]) == k - 4 && strncasecmp(l->p + 4, hidden[i], k - 4) == 0)
