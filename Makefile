@@ -59,5 +59,6 @@ install: clamsmtpd
 
 clean:
 	rm -f clamsmtpd clamsmtpd-asan
+	rm -rf tests/fuzz/out
 
 .PHONY: all asan check check-asan demo fuzz bench install clean

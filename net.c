@@ -406,8 +406,12 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 		size_t avail = c->in_len - c->in_pos;
 		char *nl = memchr(start, '\n', avail);
 		size_t take = nl ? (size_t)(nl - start) : avail;
-		size_t keep = take, room = cap - *len;
+		size_t keep, room = cap - *len;
 
+		/* A CR at the end of a read waits for the next: it may be a CRLF's. */
+		if (!nl && take > 0 && start[take - 1] == '\r')
+			take--;
+		keep = take;
 		if (nl && keep > 0 && start[keep - 1] == '\r')
 			keep--;         /* the CR of CRLF is no part of the line */
 		if (keep > room)
@@ -420,11 +424,7 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 		if ((rc = conn_fill(c)) != IO_OK)
 			return rc;
 	}
-	if (too_long)
-		return IO_TOO_LONG;
-	if (*len > 0 && line[*len - 1] == '\r')
-		(*len)--;       /* a CR that came in the read before its LF */
-	return IO_OK;
+	return too_long ? IO_TOO_LONG : IO_OK;
 }
 
 int conn_flush(struct conn *c)

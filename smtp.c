@@ -256,7 +256,8 @@ static int relay_command(struct session *s, const char *line, size_t len)
  * leading dot is removed from each line. A bare CR or bare LF becomes a
  * CRLF, so the spool holds clean CRLF lines only; the line after it loses
  * a leading dot too, but can never end the message (D_SOFT_BOL). NUL is
- * data. out must have room for 2 * len bytes. Returns how many input bytes were used: at D_END the
+ * data. out must have room for 2 * len + 2 bytes: each byte may become
+ * CRLF, and a CR that ended the last piece may still owe its CRLF. Returns how many input bytes were used: at D_END the
  * rest belongs to the next command.
  */
 size_t data_decode(enum data_state *state, const char *in, size_t len,
@@ -349,7 +350,7 @@ size_t data_encode(int *at_bol, const char *in, size_t len, char *out)
 /* receive_body - the client's message into the spool, up to its end */
 static int receive_body(struct session *s, struct spool *spool)
 {
-	static char decoded[2 * IO_CHUNK];
+	static char decoded[2 * IO_CHUNK + 2];
 	enum data_state state = D_BOL;
 	int rc = IO_OK;
 
