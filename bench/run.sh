@@ -17,7 +17,7 @@
 #   MAX_SECONDS=N  start no new run after N seconds (default 1800; QUICK 300)
 #   QUIET_BUDGET=N before a run, wait (at most 10 s) while other programs keep
 #                  more than 30% of a core busy; at most N s in all (default
-#                  120; QUICK 20)
+#                  60; QUICK 20)
 #
 # Needs (Debian 12): postfix (smtp-source, smtp-sink; the service is never
 # started), clamav-daemon (clamd), clamsmtp (Debian's 1.10), systemd
@@ -55,7 +55,7 @@ else
 	RUNS=${RUNS:-3}
 	OUT=${OUT:-$here/RESULTS.md}
 	MAX_SECONDS=${MAX_SECONDS:-1800}
-	QUIET_BUDGET=${QUIET_BUDGET:-120}
+	QUIET_BUDGET=${QUIET_BUDGET:-60}
 	quick=
 fi
 big=
