@@ -271,3 +271,33 @@ send_mail() {
 	grep -q 'via xinetd' "$SRV/msg-1.eml"
 	head -n1 "$SRV/msg-1.eml" | grep -q '^X-AV-Checked: ClamAV using ClamSMTP'
 }
+
+# unit_command UNIT PORT - the unit's ExecStart, with the test's paths and ports
+unit_command() {
+	sed -n 's/^ExecStart=//p' "$TESTS/../systemd/$1" |
+		sed -e "s|/usr/local/sbin/clamsmtpd|$(readlink -f "$CLAMSMTPD")|" \
+		    -e "s|-c [^ ]*|-c $CLAMADDR|" -e "s|-D [^ ]*|-D $SPOOL|" \
+		    -e "s|-l [^ ]*|-l 127.0.0.1:$2|" -e "s| [^ ]*\$| $SERVER|"
+}
+
+@test "the shipped systemd units: Accept=yes socket + service, and the listener service" {
+	start_server
+	grep -q '^Accept=yes$' "$TESTS/../systemd/clamsmtpd.socket"
+	grep -q '^StandardError=journal$' "$TESTS/../systemd/clamsmtpd@.service"
+	port=$(free_port)
+	# shellcheck disable=SC2046
+	systemd-socket-activate -l 127.0.0.1:$port -a --inetd $(unit_command clamsmtpd@.service) 2> "$T/log" &
+	echo $! >> "$T/pids"
+	for i in $(seq 50); do grep -q Listening "$T/log" && break; sleep 0.1; done
+	send_mail 127.0.0.1:$port --body 'per-connection unit'
+	port=$(free_port)
+	# shellcheck disable=SC2046
+	$(unit_command clamsmtpd.service $port) 2> "$T/listener.log" &
+	echo $! >> "$T/pids"
+	for i in $(seq 50); do grep -q 'listening' "$T/listener.log" && break; sleep 0.1; done
+	send_mail 127.0.0.1:$port --body 'listener unit'
+	[ "$(count_messages)" = 2 ]
+	if command -v systemd-analyze >/dev/null && [ -d /run/systemd/system ]; then
+		systemd-analyze verify "$TESTS"/../systemd/clamsmtpd.socket
+	fi
+}
