@@ -113,6 +113,12 @@ static int to_server(struct session *s, const char *line, size_t len)
 {
 	if (s->server_lost)
 		return IO_ERROR;
+	if (s->server.in_pos != s->server.in_len) {
+		/* SPEC 7: a reply nobody asked for would pair with the next command. */
+		msg(LOG_ERR, "server sent data nobody asked for; dropping it");
+		s->server_lost = 1;
+		return IO_ERROR;
+	}
 	if (conn_write(&s->server, line, len) != IO_OK ||
 	    conn_write(&s->server, "\r\n", 2) != IO_OK ||
 	    conn_flush(&s->server) != IO_OK) {
@@ -212,6 +218,12 @@ static int relay_command(struct session *s, const char *line, size_t len)
 {
 	int code = to_server(s, line, len);
 
+	if (code / 100 == 3 && code != 334) {
+		/* Only our own DATA may start a data phase; 334 is AUTH's dialogue. */
+		msg(LOG_ERR, "server answered %d to a relayed command; dropping it", code);
+		s->server_lost = 1;
+		code = IO_ERROR;
+	}
 	if (code < 0) {
 		client_reply(s, R_SERVER_LOST);
 		return END;
@@ -377,6 +389,12 @@ static int send_message(struct session *s, struct spool *spool)
 	int code = to_server(s, "DATA", 4), at_bol = 1;
 	off_t at = 0;
 
+	if (code != 354 && code / 100 != 4 && code / 100 != 5) {
+		/* "250" to DATA means no data phase: the message would be lost. */
+		msg(LOG_ERR, "server answered %d to DATA", code);
+		s->server_lost = 1;
+		return IO_ERROR;
+	}
 	if (code != 354)
 		return code;
 	if (cfg->header[0] && (conn_write(&s->server, cfg->header, strlen(cfg->header)) != IO_OK ||
@@ -551,11 +569,27 @@ static int next_command(struct session *s, size_t *len)
 	return 1;
 }
 
+/*
+ * command_clean - no control bytes and no leading space (RFC 5321 4.1.1:
+ * verb SP arguments). A server that also splits on TAB or skips leading
+ * blanks must read the same verb we read, or "DATA<TAB>" could open a data
+ * phase we never saw. Bytes over 127 stay allowed for SMTPUTF8.
+ */
+static int command_clean(const char *line, size_t len)
+{
+	if (len > 0 && line[0] == ' ')
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)line[i] < ' ' || line[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
 /* command - one client command: answered here, or relayed */
 static int command(struct session *s, const char *line, size_t len)
 {
-	if (memchr(line, '\r', len) || memchr(line, '\0', len)) {
-		client_reply(s, R_BAD_CHARS);   /* no stray CR can reach the server */
+	if (!command_clean(line, len)) {
+		client_reply(s, R_BAD_CHARS);
 		return NEXT;
 	}
 	if (verb_is(line, len, "STARTTLS") || verb_is(line, len, "BDAT") ||

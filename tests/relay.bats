@@ -161,3 +161,30 @@ load helpers
 	[ "${#line}" -lt 6004 ]
 	[[ "$line" =~ ^250\ z+$ ]]
 }
+
+@test "TAB separators and leading blanks are refused: no verb can hide from the filter" {
+	start_server
+	printf 'EHLO c\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\t\r\n DATA\r\nEHLO\tc\r\nXCLIENT\tADDR=1.2.3.4\r\nSTARTTLS\t\r\nQUIT\r\n' > "$T/in"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 250 500 500 500 500 500 221" ]
+	[ "$(server_commands | tr '\n' ' ')" = "EHLO c MAIL FROM:<a@example.test> RCPT TO:<b@example.test> QUIT " ]
+}
+
+@test "a server that answers 250 to DATA: the client gets 451, never 250" {
+	start_server --reply 'data=250 2.0.0 Ok'
+	a_message "$T/body"
+	transcript "$T/in" "$T/body"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 250 354 451 421" ]
+	grep -q 'answered 250 to DATA' "$T/err"
+}
+
+@test "a server that sends a reply nobody asked for: the message is not confirmed" {
+	start_server --reply 'rcpt=250 2.1.5 Ok\n250 2.1.5 Ok, and again'
+	a_message "$T/body"
+	transcript "$T/in" "$T/body"
+	filter < "$T/in"
+	codes=$(codes)
+	[[ "$codes" == "220 250 250 250 354 451"* ]]
+	[ "$(count_messages)" = 0 ]
+}
