@@ -156,6 +156,11 @@ int clamd_scan(int spool_fd, off_t size, char *verdict, size_t cap, struct conn 
 					       : "clamd closed the connection without a verdict");
 		return SCAN_ERROR;
 	}
+	if (!memchr(reply, '\0', (size_t)len) && !memchr(reply, '\n', (size_t)len)) {
+		/* Cut off before its terminator: "stream: OK" may be half of more. */
+		snprintf(verdict, cap, "clamd's answer was cut short");
+		return SCAN_ERROR;
+	}
 	result = clamd_verdict(reply, (size_t)len, verdict, cap);
 	if (result == SCAN_CLEAN && sent < 0) {
 		snprintf(verdict, cap, "clamd answered OK to an incomplete message");

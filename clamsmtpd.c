@@ -97,9 +97,10 @@ static int number(const char *text, int low, int high, const char *flag)
 	errno = 0;
 	n = strtol(text, &end, 10);
 	if (errno || end == text || *end || n < low || n > high) {
-		fprintf(stderr, "clamsmtpd: %s must be a number from %d to %d: %s\n",
-			flag, low, high, text);
-		exit(2);
+		char problem[80];
+		snprintf(problem, sizeof(problem), "%s must be a number from %d to %d",
+			 flag, low, high);
+		die_usage(problem, text);
 	}
 	return (int)n;
 }
@@ -129,6 +130,31 @@ static void check_address(const char *text, const char *port, const char *what)
 		die_usage(problem, text);
 }
 
+/*
+ * absolute - a path made absolute once, at start-up: the listener changes
+ * to / when it becomes a daemon, and a relative -D would then point at an
+ * unchecked directory.
+ */
+static const char *absolute(const char *path)
+{
+	static char cwd[4096];
+	char *joined;
+
+	if (!path || path[0] == '/')
+		return path;
+	if (!cwd[0] && !getcwd(cwd, sizeof(cwd)))
+		die_usage("cannot find the current directory", strerror(errno));
+	if (asprintf(&joined, "%s/%s", cwd, path) < 0)
+		die_usage("out of memory", NULL);
+	return joined;
+}
+
+/* is_path - the address form that names a unix socket (SPEC 1) */
+static int is_path(const char *address)
+{
+	return address && strchr(address, '/');
+}
+
 static void parse_options(int argc, char **argv)
 {
 	int c;
@@ -156,7 +182,8 @@ static void parse_options(int argc, char **argv)
 				printf("%s\n", USAGE);
 				exit(0);
 			}
-			fprintf(stderr, "clamsmtpd: unknown option -%c; %s\n", optopt, USAGE);
+			fprintf(stderr, "clamsmtpd: unknown option -%c; %s\n",
+				optopt > ' ' && optopt <= '~' ? optopt : '?', USAGE);
 			exit(2);
 		}
 	}
@@ -164,6 +191,14 @@ static void parse_options(int argc, char **argv)
 		die_usage(optind < argc ? "only one serveraddr may be given; " USAGE
 					: "serveraddr is missing; " USAGE, NULL);
 	config.serveraddr = argv[optind];
+	config.tmpdir = absolute(config.tmpdir);
+	config.pidfile = absolute(config.pidfile);
+	if (is_path(config.serveraddr))
+		config.serveraddr = absolute(config.serveraddr);
+	if (is_path(config.clamaddr))
+		config.clamaddr = absolute(config.clamaddr);
+	if (is_path(config.listenaddr))
+		config.listenaddr = absolute(config.listenaddr);
 	check_address(config.serveraddr, "25", "serveraddr");
 	if (config.clamaddr)
 		check_address(config.clamaddr, "3310", "-c clamaddr");
@@ -212,17 +247,26 @@ static void pidfile_write(const char *path)
 static int inherited_sockets(int *fds)
 {
 	const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS");
-	int n;
+	int n, listening;
+	socklen_t len = sizeof(listening);
 
 	if (!pid || !count || atol(pid) != (long)getpid())
 		return 0;
 	n = atoi(count);
-	if (n > MAX_LISTEN)
-		n = MAX_LISTEN;
+	if (n < 1 || n > MAX_LISTEN) {
+		fprintf(stderr, "clamsmtpd: LISTEN_FDS must be 1 to %d\n", MAX_LISTEN);
+		exit(1);
+	}
 	for (int i = 0; i < n; i++) {
 		fds[i] = 3 + i;
+		if (getsockopt(fds[i], SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) {
+			fprintf(stderr, "clamsmtpd: LISTEN_FDS: fd %d is not a listening socket\n", fds[i]);
+			exit(1);
+		}
 		fcntl(fds[i], F_SETFD, FD_CLOEXEC);
 	}
+	if (cfg->listenaddr)
+		msg(LOG_NOTICE, "serving the sockets systemd passed; -l %s is not used", cfg->listenaddr);
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
@@ -291,17 +335,61 @@ static void refuse(int client)
 	close(client);
 }
 
+/* reap - count the sessions that ended; no zombie outlives a loop turn */
+static void reap(int *live)
+{
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		(*live)--;
+}
+
+/* accept_one - take one connection: serve it in a child, or refuse it */
+static void accept_one(int listening, int *live, int *fds, int nfds, const sigset_t *child_mask)
+{
+	int client = accept4(listening, NULL, NULL, SOCK_CLOEXEC);
+	pid_t pid;
+
+	if (client < 0)
+		return;         /* the peer gave up already, or a signal came */
+	if (*live >= cfg->maxconn) {
+		refuse(client);
+		return;
+	}
+	pid = fork();
+	if (pid == 0)
+		serve_child(client, fds, nfds, child_mask);
+	if (pid < 0)
+		msg(LOG_ERR, "cannot fork: %s", strerror(errno));
+	else
+		(*live)++;
+	close(client);
+}
+
+/* stop_listening - no new connections; the running sessions may finish */
+static int stop_listening(int *fds, int nfds, int own_socket, int live)
+{
+	msg(LOG_NOTICE, "stopping: no new connections, waiting for %d session(s)", live);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (own_socket && is_path(cfg->listenaddr))
+		unlink(cfg->listenaddr);
+	if (cfg->pidfile)
+		unlink(cfg->pidfile);
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
+	return 0;
+}
+
 /* listener - accept, fork, serve; stop cleanly on SIGTERM/SIGINT */
 static int listener(void)
 {
-	int fds[MAX_LISTEN], nfds, live = 0;
+	int fds[MAX_LISTEN], nfds, live = 0, own_socket;
 	struct pollfd polls[MAX_LISTEN];
-	sigset_t block, old_mask;
+	sigset_t block, old_mask, wait_mask;
 
 	if (cfg->pidfile)
 		pidfile_check(cfg->pidfile);
 	nfds = inherited_sockets(fds);
-	int own_socket = nfds == 0;
+	own_socket = nfds == 0;
 	if (own_socket)
 		nfds = open_listener(fds);
 	if (cfg->debug < 0)
@@ -311,51 +399,44 @@ static int listener(void)
 		pidfile_write(cfg->pidfile);
 	msg(LOG_NOTICE, "listening for connections, at most %d at once", cfg->maxconn);
 
+	/* Our signals are blocked but while we sleep in ppoll, so none is missed. */
 	sigemptyset(&block);
 	sigaddset(&block, SIGCHLD);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigprocmask(SIG_BLOCK, &block, &old_mask);
+	wait_mask = old_mask;
+	sigdelset(&wait_mask, SIGCHLD);
+	sigdelset(&wait_mask, SIGTERM);
+	sigdelset(&wait_mask, SIGINT);
 	for (int i = 0; i < nfds; i++) {
 		polls[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
 		set_nonblocking(fds[i]);
 	}
 	while (!stop_requested) {
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			live--;
-		/* Signals are let in only while we sleep here: none is missed. */
-		if (ppoll(polls, (nfds_t)nfds, NULL, &old_mask) <= 0)
-			continue;
+		reap(&live);
+		/* A steady stream of connections keeps ppoll ready, and then it
+		 * lets no signal in: open the door once every turn. */
+		sigprocmask(SIG_SETMASK, &wait_mask, NULL);
+		sigprocmask(SIG_BLOCK, &block, NULL);
+		if (stop_requested)
+			break;
+		if (ppoll(polls, (nfds_t)nfds, NULL, &wait_mask) < 0) {
+			if (errno == EINTR)
+				continue;
+			msg(LOG_ERR, "cannot wait for connections: %s", strerror(errno));
+			return 1;
+		}
 		for (int i = 0; i < nfds; i++) {
-			if (!(polls[i].revents & POLLIN))
-				continue;
-			int client = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
-			if (client < 0)
-				continue;
-			if (live >= cfg->maxconn) {
-				refuse(client);
-				continue;
+			if (polls[i].revents & (POLLERR | POLLNVAL)) {
+				msg(LOG_ERR, "listening socket %d failed", fds[i]);
+				return 1;
 			}
-			pid_t pid = fork();
-			if (pid == 0)
-				serve_child(client, fds, nfds, &old_mask);
-			if (pid < 0)
-				msg(LOG_ERR, "cannot fork: %s", strerror(errno));
-			else
-				live++;
-			close(client);
+			if (polls[i].revents & POLLIN)
+				accept_one(fds[i], &live, fds, nfds, &old_mask);
 		}
 	}
-	msg(LOG_NOTICE, "stopping: no new connections, waiting for %d session(s)", live);
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
-	if (own_socket && cfg->listenaddr && strchr(cfg->listenaddr, '/'))
-		unlink(cfg->listenaddr);
-	if (cfg->pidfile)
-		unlink(cfg->pidfile);
-	while (wait(NULL) > 0 || errno == EINTR)
-		;
-	return 0;
+	return stop_listening(fds, nfds, own_socket, live);
 }
 
 /* listener_wanted - SPEC 2: -l, systemd's sockets, or no client on stdin */

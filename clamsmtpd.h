@@ -28,7 +28,9 @@
 #define REPLY_LINE_MAX    4096        /* longest server reply line we keep */
 #define REPLY_MAX         65536       /* longest whole server reply */
 #define IO_CHUNK          65536
-#define STREAM_MAX        (100L * 1024 * 1024) /* clamd's default StreamMaxLength */
+/* INSTREAM backstop: ClamAV's built-in StreamMaxLength. A clamd set lower
+ * (Debian ships 25M) answers "size limit exceeded", which is a 4xx too. */
+#define STREAM_MAX        (100L * 1024 * 1024)
 
 /* Every reply clamsmtpd itself sends. The man page lists the same texts. */
 #define R_NO_SERVER   "421 4.3.0 Cannot connect to the mail server"

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -161,12 +162,19 @@ static struct sockaddr_un unix_address(const char *path)
 	return sun;
 }
 
+/*
+ * connect_unix - a unix connect does not complete in the background: with
+ * a full backlog it fails with EAGAIN at once when non-blocking. Blocking,
+ * with SO_SNDTIMEO, it waits for room, at most timeout seconds.
+ */
 static int connect_unix(const char *path, int timeout, char *why, size_t cap)
 {
 	struct sockaddr_un sun = unix_address(path);
+	struct timeval limit = { .tv_sec = timeout };
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	if (fd >= 0 && connect_timed(fd, (struct sockaddr *)&sun, sizeof(sun), timeout) == 0)
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit)) == 0 &&
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
 		return fd;
 	snprintf(why, cap, "%s: %s", path, strerror(errno));
 	if (fd >= 0)
@@ -211,9 +219,18 @@ static int listen_unix(const char *path, int backlog, char *why, size_t cap)
 	struct stat st;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	/* Replace a stale socket left by an earlier run, never a regular file. */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+	/* Replace a stale socket left by an earlier run; never a live one or a file. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = connect_unix(path, 1, why, cap);
+		if (probe >= 0) {
+			close(probe);
+			snprintf(why, cap, "%s: another process is listening there", path);
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
 		unlink(path);
+	}
 	if (fd >= 0 && bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 &&
 	    listen(fd, backlog) == 0)
 		return fd;
@@ -270,15 +287,22 @@ int is_socket(int fd)
 }
 
 /*
- * set_nonblocking - only sockets: a pipe or terminal may be shared with a
- * shell. A TCP socket also gets TCP_NODELAY: we write whole replies in one
+ * set_nonblocking - sockets and pipes only: a terminal or file may be shared
+ * with a shell. A TCP socket also gets TCP_NODELAY: we write whole replies in one
  * write and then wait for an answer, so Nagle could only add delay.
  */
 void set_nonblocking(int fd)
 {
 	int flags = fcntl(fd, F_GETFL), one = 1;
+	struct stat st;
 
-	if (!is_socket(fd) || flags < 0)
+	if (flags < 0 || fstat(fd, &st) < 0)
+		return;
+	if (S_ISFIFO(st.st_mode)) {
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);  /* a pipe's end is ours alone too */
+		return;
+	}
+	if (!S_ISSOCK(st.st_mode))
 		return;
 	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  /* fails harmlessly on unix sockets */
@@ -303,8 +327,11 @@ int wait_fd(int fd, short events, int timeout, struct conn *keepalive)
 		long now = now_seconds(), slice = deadline - now;
 		int rc;
 
-		if (slice <= 0)
-			return IO_TIMEOUT;
+		if (slice <= 0) {
+			/* Time is up, perhaps spent on a keepalive: one last look. */
+			struct pollfd last = { .fd = fd, .events = events };
+			return poll(&last, 1, 0) > 0 ? IO_OK : IO_TIMEOUT;
+		}
 		if (keepalive) {
 			long due = keepalive->last_active + interval - now;
 			if (due <= 0) {
@@ -314,7 +341,8 @@ int wait_fd(int fd, short events, int timeout, struct conn *keepalive)
 			if (due < slice)
 				slice = due;
 		}
-		if (stop_requested && stop_point)
+		/* SIGTERM may end a wait for a command, never a write of replies. */
+		if (stop_requested && stop_point && (events & POLLIN))
 			return IO_STOP;
 		rc = poll(&p, 1, (int)(slice * 1000));
 		if (rc > 0)

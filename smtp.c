@@ -14,10 +14,12 @@
 #include "clamsmtpd.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -421,14 +423,17 @@ lost:
 	return IO_ERROR;
 }
 
+/* log_message - SPEC 4.9: one line per message, whatever became of it */
 static void log_message(struct session *s, off_t size, const char *status, int code)
 {
-	char id[40];
+	char id[40], server[12] = "none";
 
 	snprintf(id, sizeof(id), "%lX%05X.%u", (unsigned long)time(NULL) & 0xFFFFFFF,
 		 (unsigned)getpid() & 0xFFFFF, ++s->messages);
-	msg(LOG_INFO, "%s: from=%s%s, size=%lld, status=%s, server=%d", id,
-	    s->sender[0] ? s->sender : "<>", s->rcpt_log, (long long)size, status, code);
+	if (code > 0)
+		snprintf(server, sizeof(server), "%d", code);
+	msg(LOG_INFO, "%s: from=%s%s, size=%lld, status=%s, server=%s", id,
+	    s->sender[0] ? s->sender : "<>", s->rcpt_log, (long long)size, status, server);
 }
 
 /* abandon - give up on a message the server has not seen: RSET, 4xx */
@@ -488,8 +493,8 @@ static int do_data(struct session *s)
 	spool_open(spool);      /* on failure the body is still read, then refused */
 	rc = receive_body(s, spool);
 	if (rc != IO_OK) {
-		msg(LOG_NOTICE, "client %s during message body",
-		    rc == IO_TIMEOUT ? "timed out" : "went away");
+		log_message(s, spool->size, rc == IO_TIMEOUT ? "ERROR:client timed out in the body"
+			    : "ERROR:client went away in the body", 0);
 		if (rc == IO_TIMEOUT)
 			client_reply(s, R_TIMEOUT);
 		spool_close(spool);
@@ -606,6 +611,25 @@ static int command(struct session *s, const char *line, size_t len)
 	return relay_command(s, line, len);
 }
 
+/*
+ * linger_close - closing a socket with unread input sends a reset, which can
+ * destroy our last replies (a 421) before the client reads them. Say we are
+ * done, then read what is left for a moment.
+ */
+static void linger_close(struct conn *client)
+{
+	char sink[4096];
+	long until = now_seconds() + 2;
+
+	if (!is_socket(client->wfd) || shutdown(client->wfd, SHUT_WR) < 0)
+		return;
+	while (now_seconds() < until) {
+		struct pollfd p = { .fd = client->rfd, .events = POLLIN };
+		if (poll(&p, 1, 500) <= 0 || read(client->rfd, sink, sizeof(sink)) <= 0)
+			break;
+	}
+}
+
 static void log_client(int fd)
 {
 	struct addr peer;
@@ -651,5 +675,6 @@ int smtp_session(int in, int out)
 		to_server(s, "QUIT", 4);
 	conn_flush(&s->client);
 	close(fd);
+	linger_close(&s->client);
 	return 0;
 }

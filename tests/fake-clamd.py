@@ -26,7 +26,7 @@ import sys
 import threading
 
 MODES = ("ok", "found", "auto", "error", "garbage", "hang", "hangup",
-         "hangup-mid", "sizelimit", "refuse", "empty")
+         "hangup-mid", "sizelimit", "refuse", "empty", "cut-ok")
 
 # The EICAR test string, from pieces so this file never holds it whole.
 EICAR = b"".join([b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$", b"EICAR-STANDARD-",
@@ -202,6 +202,9 @@ def do_fildes(state, c, term):
     state.note("FILDES %d" % len(content), content)
     if mode == "hang":
         c.drain()                        # keep the socket open, say nothing
+    elif mode == "cut-ok":
+        c.send(prefix + b": OK")         # no terminator: half of an answer
+        c.drain()
     elif mode != "empty":
         c.send(verdict(state, prefix, content, term))
 
@@ -235,6 +238,9 @@ def do_instream(state, c, term):
     content = bytes(data)
     state.note("INSTREAM %d" % len(content), content)
     if mode == "hang":
+        c.drain()
+    elif mode == "cut-ok":
+        c.send(b"stream: OK")
         c.drain()
     elif mode not in ("empty", "hangup-mid"):   # short stream: still no reply
         c.send(verdict(state, b"stream", content, term))

@@ -643,3 +643,13 @@ elapsed_under() {
 	grep -q $'^421 4.4.2 Timeout waiting for input, closing connection\r$' "$T/out"
 	grep -q 'client timed out' "$T/err"
 }
+
+@test "clamd's 'OK' cut short before its terminator, then silence: 451, never clean" {
+	TIMEOUT=2
+	start_server
+	start_fake_clamd cut-ok
+	a_message "$T/body"
+	session "$T/body"
+	filter < "$T/in"
+	scan_failed "cut short"
+}

@@ -301,3 +301,43 @@ unit_command() {
 		systemd-analyze verify "$TESTS"/../systemd/clamsmtpd.socket
 	fi
 }
+
+@test "LISTEN_FDS naming something that is not a listening socket: one line, exit 1" {
+	run bash -c 'export LISTEN_PID=$$ LISTEN_FDS=1; exec 3</dev/null; exec "$0" -d 3 -D "$1" 127.0.0.1:25' \
+		"$CLAMSMTPD" "$SPOOL"
+	[ "$status" -eq 1 ]
+	[ "${#lines[@]}" -eq 1 ]
+	[[ "$output" == *"fd 3 is not a listening socket"* ]]
+}
+
+@test "relative -D, -p and -l paths keep working after the listener daemonises" {
+	start_server
+	mkdir -m 700 "$T/rel"
+	cd "$T"
+	run "$CLAMSMTPD" -D rel -p rel.pid -c "$CLAMADDR" -l ./rel.sock "$SERVER"
+	[ "$status" -eq 0 ]
+	wait_file "$T/rel.pid"
+	echo "$(cat "$T/rel.pid")" >> "$T/pids"
+	[ -S "$T/rel.sock" ]
+	printf 'EHLO c\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n' > "$T/in"
+	python3 "$TESTS/smtp-client.py" "$T/rel.sock" --send "$T/in" > "$T/got"
+	grep -q '^250 2.0.0 Ok' "$T/got"
+	[ "$(count_messages)" = 1 ]
+	[ -z "$(ls -A "$T/rel")" ]
+	kill "$(cat "$T/rel.pid")"
+	for i in $(seq 50); do [ -e "$T/rel.pid" ] || break; sleep 0.1; done
+	[ ! -e "$T/rel.pid" ]
+	[ ! -e "$T/rel.sock" ]
+}
+
+@test "-l on a unix socket another listener holds: refused, the socket left alone" {
+	start_server
+	listen_filter "$T/held.sock"
+	run "$CLAMSMTPD" -d 3 -D "$SPOOL" -l "$T/held.sock" "$SERVER"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"another process is listening there"* ]]
+	[ -S "$T/held.sock" ]
+	printf 'EHLO c\r\nQUIT\r\n' > "$T/in"
+	python3 "$TESTS/smtp-client.py" "$T/held.sock" --send "$T/in" > "$T/got"
+	grep -q '^221' "$T/got"
+}
