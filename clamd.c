@@ -39,6 +39,7 @@ static const char *clamd_address(void)
 	return default_sockets[0];
 }
 
+/* send_fildes - zFILDES, then the spool's descriptor as SCM_RIGHTS data */
 static int send_fildes(int fd, int spool_fd)
 {
 	static const char command[] = "zFILDES";

@@ -53,6 +53,7 @@ void printable(char *out, size_t cap, const char *in, size_t len)
 	out[o] = '\0';
 }
 
+/* log_open - syslog, or stderr under -d when stderr is not the connection */
 void log_open(int debug)
 {
 	/* Under inetd fd 2 is the connection: nothing but SMTP may go there. */
@@ -63,6 +64,7 @@ void log_open(int debug)
 		openlog("clamsmtpd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
+/* msg - one log line at a syslog level; -d sets how much is shown */
 void msg(int level, const char *fmt, ...)
 {
 	char text[2048];
@@ -79,6 +81,7 @@ void msg(int level, const char *fmt, ...)
 		syslog(level, "%s", text);
 }
 
+/* die_usage - SPEC 1: one line on stderr naming the problem, exit 2 */
 static void die_usage(const char *problem, const char *what)
 {
 	char shown[256];
@@ -89,6 +92,7 @@ static void die_usage(const char *problem, const char *what)
 	exit(2);
 }
 
+/* number - a whole flag value within its range, or die_usage */
 static int number(const char *text, int low, int high, const char *flag)
 {
 	char *end;
@@ -120,6 +124,7 @@ static void check_tmpdir(const char *dir)
 		die_usage("-D tmpdir is not writable", dir);
 }
 
+/* check_address - refuse to start on an address that cannot be parsed */
 static void check_address(const char *text, const char *port, const char *what)
 {
 	struct addr addr;
@@ -155,6 +160,7 @@ static int is_path(const char *address)
 	return address && strchr(address, '/');
 }
 
+/* parse_options - every flag checked before anything starts */
 static void parse_options(int argc, char **argv)
 {
 	int c;
@@ -209,12 +215,14 @@ static void parse_options(int argc, char **argv)
 	check_tmpdir(config.tmpdir);
 }
 
+/* on_stop - SIGTERM/SIGINT: finish what is running, then stop */
 static void on_stop(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
 }
 
+/* on_child - only wakes ppoll; the listener reaps in its loop */
 static void on_child(int sig)
 {
 	(void)sig;
@@ -235,6 +243,7 @@ static void pidfile_check(const char *path)
 	fclose(f);
 }
 
+/* pidfile_write - the listener's pid, once it is listening */
 static void pidfile_write(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -273,6 +282,7 @@ static int inherited_sockets(int *fds)
 	return n;
 }
 
+/* open_listener - -l, or port 10025 on every local address */
 static int open_listener(int *fds)
 {
 	struct addr addr;
@@ -287,6 +297,7 @@ static int open_listener(int *fds)
 	return 1;
 }
 
+/* daemonise - detach from the terminal; errors before this went to stderr */
 static void daemonise(void)
 {
 	pid_t pid = fork();
@@ -325,6 +336,7 @@ static void serve_child(int client, int *fds, int nfds, const sigset_t *old_mask
 	_exit(smtp_session(0, 1));
 }
 
+/* refuse - SPEC 2: over -m, a 421 and close, without waiting on the client */
 static void refuse(int client)
 {
 	static const char reply[] = R_TOO_MANY "\r\n";
@@ -394,7 +406,8 @@ static int listener(void)
 		nfds = open_listener(fds);
 	if (cfg->debug < 0)
 		daemonise();
-	signal(SIGHUP, SIG_IGN);        /* no configuration to reload; a lost terminal is no reason to stop */
+	/* No configuration to reload, and a lost terminal is no reason to stop. */
+	signal(SIGHUP, SIG_IGN);
 	if (cfg->pidfile)
 		pidfile_write(cfg->pidfile);
 	msg(LOG_NOTICE, "listening for connections, at most %d at once", cfg->maxconn);
@@ -451,6 +464,7 @@ static int listener_wanted(void)
 	return fstat(0, &st) < 0 || S_ISCHR(st.st_mode);
 }
 
+/* main - options, logging, then one session or the listener */
 int main(int argc, char **argv)
 {
 	struct sigaction stop = { .sa_handler = on_stop }, child = { .sa_handler = on_child };

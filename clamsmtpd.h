@@ -81,14 +81,19 @@ struct conn {
 	const char *name;       /* "client", "server": for log lines */
 	int timeout;            /* seconds */
 	long last_active;       /* monotonic seconds of the last exchange */
-	struct conn *keepalive; /* server to keep awake while we wait here */
+	struct conn *keepalive; /* a peer to keep awake while we wait on this one */
+	void (*on_idle)(struct conn *); /* pokes this conn's peer when it sat idle */
+	void *owner;            /* for on_idle: whose connection this is */
 	size_t in_pos, in_len;
 	size_t out_len;
 	char in[IO_CHUNK];
 	char out[IO_CHUNK];
 };
 
-enum io_status { IO_OK = 0, IO_EOF = -1, IO_ERROR = -2, IO_TIMEOUT = -3, IO_TOO_LONG = -4, IO_STOP = -5 };
+enum io_status {
+	IO_OK = 0, IO_EOF = -1, IO_ERROR = -2, IO_TIMEOUT = -3, IO_TOO_LONG = -4,
+	IO_STOP = -5,   /* SIGTERM while waiting for a command */
+};
 
 /* clamsmtpd.c */
 extern const struct config *cfg;
@@ -120,7 +125,6 @@ void printable(char *out, size_t cap, const char *in, size_t len);
 
 /* smtp.c */
 int smtp_session(int in, int out);
-void server_keepalive(struct conn *server);
 
 /* DATA decoding: a pure state machine, testable without sockets. */
 enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_SOFT_BOL, D_END };

@@ -33,6 +33,7 @@ long now_seconds(void)
 	return (long)ts.tv_sec;
 }
 
+/* port_valid - decimal 1..65535, nothing else */
 static int port_valid(const char *port)
 {
 	char *end;
@@ -128,6 +129,7 @@ int peer_addr(int fd, const char *port_text, struct addr *out)
 	return 0;
 }
 
+/* connect_timed - a non-blocking connect, waited on for at most timeout seconds */
 static int connect_timed(int fd, const struct sockaddr *sa, socklen_t len, int timeout)
 {
 	int flags = fcntl(fd, F_GETFL), err = 0;
@@ -213,6 +215,7 @@ int addr_connect(const struct addr *addr, int timeout, char *why, size_t cap)
 	return fd;
 }
 
+/* listen_unix - a listening unix socket at path */
 static int listen_unix(const char *path, int backlog, char *why, size_t cap)
 {
 	struct sockaddr_un sun = unix_address(path);
@@ -279,6 +282,7 @@ int addr_listen(const struct addr *addr, int backlog, char *why, size_t cap)
 	return -1;
 }
 
+/* is_socket - whether fd is a socket (the connection under inetd) */
 int is_socket(int fd)
 {
 	struct stat st;
@@ -305,7 +309,8 @@ void set_nonblocking(int fd)
 	if (!S_ISSOCK(st.st_mode))
 		return;
 	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  /* fails harmlessly on unix sockets */
+	/* Fails harmlessly on a unix socket. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /*
@@ -335,7 +340,8 @@ int wait_fd(int fd, short events, int timeout, struct conn *keepalive)
 		if (keepalive) {
 			long due = keepalive->last_active + interval - now;
 			if (due <= 0) {
-				server_keepalive(keepalive);
+				keepalive->last_active = now;
+				keepalive->on_idle(keepalive);
 				continue;
 			}
 			if (due < slice)
@@ -375,6 +381,7 @@ int write_all(int fd, const void *data, size_t len, int timeout, struct conn *ke
 	return IO_OK;
 }
 
+/* conn_init - empty buffers over a peer's descriptors */
 void conn_init(struct conn *c, int rfd, int wfd, const char *name, int timeout)
 {
 	c->rfd = rfd;
@@ -383,6 +390,8 @@ void conn_init(struct conn *c, int rfd, int wfd, const char *name, int timeout)
 	c->timeout = timeout;
 	c->last_active = now_seconds();
 	c->keepalive = NULL;
+	c->on_idle = NULL;
+	c->owner = NULL;
 	c->in_pos = c->in_len = c->out_len = 0;
 	/* Sockets are ours alone: non-blocking, so no write outlasts -t. */
 	set_nonblocking(rfd);
@@ -455,6 +464,7 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 	return too_long ? IO_TOO_LONG : IO_OK;
 }
 
+/* conn_flush - write out what is buffered, within the timeout */
 int conn_flush(struct conn *c)
 {
 	int rc;
@@ -488,6 +498,7 @@ int conn_write(struct conn *c, const void *data, size_t len)
 	return IO_OK;
 }
 
+/* conn_printf - one formatted line with CRLF, cut to a reply line's length */
 int conn_printf(struct conn *c, const char *fmt, ...)
 {
 	char line[REPLY_LINE_MAX];

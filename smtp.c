@@ -55,6 +55,7 @@ static void transcript(const char *who, const char *line, size_t len)
 	msg(LOG_DEBUG, "%s: %s", who, shown);
 }
 
+/* client_reply - a reply of our own, buffered until we wait on the client */
 static void client_reply(struct session *s, const char *text)
 {
 	msg(LOG_DEBUG, "clamsmtpd: %s", text);
@@ -131,21 +132,20 @@ static int to_server(struct session *s, const char *line, size_t len)
 	return read_reply(s);
 }
 
+/* relay_reply - the server's last whole reply, to the client */
 static void relay_reply(struct session *s)
 {
 	conn_write(&s->client, s->reply, s->reply_len);
 }
 
 /* server_keepalive - NOOP to a server that waits on us (SPEC 4.7) */
-void server_keepalive(struct conn *server)
+static void server_keepalive(struct conn *server)
 {
-	struct session *s = (struct session *)((char *)server - offsetof(struct session, server));
-
-	server->last_active = now_seconds();
 	msg(LOG_DEBUG, "server idle, sending NOOP");
-	to_server(s, "NOOP", 4);
+	to_server(server->owner, "NOOP", 4);
 }
 
+/* reset_transaction - forget the envelope (RSET, HELO, EHLO, after DATA) */
 static void reset_transaction(struct session *s)
 {
 	s->recipients = 0;
@@ -208,6 +208,7 @@ size_t ehlo_filter(char *reply, size_t len)
 	return out;
 }
 
+/* verb_is - whether the command is this verb, alone or before a space */
 static int verb_is(const char *line, size_t len, const char *verb)
 {
 	size_t n = strlen(verb);
@@ -262,6 +263,28 @@ static int relay_command(struct session *s, const char *line, size_t len)
 	return NEXT;
 }
 
+/* text_run - the hot path: copy up to a CR or LF, then note which it was */
+static size_t text_run(enum data_state *state, const char *in, size_t i, size_t len,
+		       char *out, size_t *o)
+{
+	size_t start = i;
+
+	while (i < len && in[i] != '\r' && in[i] != '\n')
+		i++;
+	memcpy(out + *o, in + start, i - start);
+	*o += i - start;
+	if (i == len)
+		return i;
+	if (in[i] == '\r') {
+		*state = D_CR;
+	} else {
+		out[(*o)++] = '\r';    /* a bare LF is a line break too */
+		out[(*o)++] = '\n';
+		*state = D_SOFT_BOL;
+	}
+	return i + 1;
+}
+
 /*
  * data_decode - the end-of-data state machine (RFC 5321 4.1.1.4, 4.5.2)
  *
@@ -271,8 +294,8 @@ static int relay_command(struct session *s, const char *line, size_t len)
  * CRLF, so the spool holds clean CRLF lines only; the line after it loses
  * a leading dot too, but can never end the message (D_SOFT_BOL). NUL is
  * data. out must have room for 2 * len + 2 bytes: each byte may become
- * CRLF, and a CR that ended the last piece may still owe its CRLF. Returns how many input bytes were used: at D_END the
- * rest belongs to the next command.
+ * CRLF, and a CR that ended the last piece may still owe its CRLF. Returns
+ * how many input bytes were used: at D_END the rest is the next command.
  */
 size_t data_decode(enum data_state *state, const char *in, size_t len,
 		   char *out, size_t *out_len)
@@ -315,25 +338,9 @@ size_t data_decode(enum data_state *state, const char *in, size_t len,
 			if (c == '.')
 				i++;
 			break;
-		case D_TEXT: {
-			size_t start = i;
-
-			while (i < len && in[i] != '\r' && in[i] != '\n')
-				i++;
-			memcpy(out + o, in + start, i - start);
-			o += i - start;
-			if (i < len) {
-				if (in[i] == '\r') {
-					*state = D_CR;
-				} else {
-					out[o++] = '\r';        /* bare LF */
-					out[o++] = '\n';
-					*state = D_SOFT_BOL;
-				}
-				i++;
-			}
+		case D_TEXT:
+			i = text_run(state, in, i, len, out, &o);
 			break;
-		}
 		case D_END:
 			break;
 		}
@@ -630,6 +637,7 @@ static void linger_close(struct conn *client)
 	}
 }
 
+/* log_client - who the session is for, as the log's first line */
 static void log_client(int fd)
 {
 	struct addr peer;
@@ -649,6 +657,7 @@ int smtp_session(int in, int out)
 	size_t len;
 	int fd;
 
+	/* The buffers from reply on are always written before they are read. */
 	memset(s, 0, offsetof(struct session, reply));
 	log_client(in);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
@@ -659,6 +668,8 @@ int smtp_session(int in, int out)
 		return 1;
 	}
 	conn_init(&s->server, fd, fd, "server", cfg->timeout);
+	s->server.on_idle = server_keepalive;
+	s->server.owner = s;
 	if (read_reply(s) < 0) {
 		client_reply(s, R_SERVER_LOST);
 		conn_flush(&s->client);

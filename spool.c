@@ -42,6 +42,7 @@ int spool_open(struct spool *s)
 	return 0;
 }
 
+/* spool_drain - the buffer to the file; the first error is kept */
 static void spool_drain(struct spool *s)
 {
 	if (s->len && !s->error &&
@@ -111,6 +112,7 @@ int spool_quarantine(struct spool *s, char *path, size_t cap)
 	return 0;
 }
 
+/* spool_close - the only reference to a nameless file: closing deletes it */
 void spool_close(struct spool *s)
 {
 	if (s->fd >= 0)
