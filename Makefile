@@ -7,6 +7,8 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -Wall -Wextra -Werror
+# Bind every symbol before the listener forks, not once per session (and relro).
+LDFLAGS += -Wl,-z,now -Wl,-z,relro
 SRCS     = clamsmtpd.c net.c smtp.c clamd.c spool.c
 HDRS     = clamsmtpd.h
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

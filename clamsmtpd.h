@@ -143,9 +143,11 @@ int clamd_verdict(const char *reply, size_t len, char *name, size_t cap);
 
 /* spool.c */
 struct spool {
-	int fd;
+	int fd;                 /* -1 until the first message of a session */
 	off_t size;             /* bytes stored */
 	int error;              /* errno of the first failed write, 0 if none */
+	int dot_lines;          /* a stored line starts with ".": it needs stuffing */
+	char last;              /* the last byte stored */
 	size_t len;
 	char buf[IO_CHUNK];
 };

@@ -410,9 +410,9 @@ int conn_fill(struct conn *c)
 		c->in_len -= c->in_pos;
 		c->in_pos = 0;
 	}
+	/* Sockets and pipes are non-blocking (conn_init), files never block:
+	 * try the read first and wait only when there is nothing yet. */
 	for (;;) {
-		if ((rc = wait_fd(c->rfd, POLLIN, c->timeout, c->keepalive)) != IO_OK)
-			return rc;
 		ssize_t n = read(c->rfd, c->in + c->in_len, sizeof(c->in) - c->in_len);
 		if (n > 0) {
 			c->in_len += (size_t)n;
@@ -423,6 +423,8 @@ int conn_fill(struct conn *c)
 			return IO_EOF;
 		if (errno != EINTR && errno != EAGAIN)
 			return IO_ERROR;
+		if (errno == EAGAIN && (rc = wait_fd(c->rfd, POLLIN, c->timeout, c->keepalive)) != IO_OK)
+			return rc;
 	}
 }
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <syslog.h>
 #include <time.h>
@@ -268,9 +269,11 @@ static size_t text_run(enum data_state *state, const char *in, size_t i, size_t 
 		       char *out, size_t *o)
 {
 	size_t start = i;
+	const char *lf = memchr(in + i, '\n', len - i);
+	size_t stop = lf ? (size_t)(lf - in) : len;
+	const char *cr = memchr(in + i, '\r', stop - i);
 
-	while (i < len && in[i] != '\r' && in[i] != '\n')
-		i++;
+	i = cr ? (size_t)(cr - in) : stop;
 	memcpy(out + *o, in + start, i - start);
 	*o += i - start;
 	if (i == len)
@@ -391,43 +394,71 @@ static int receive_body(struct session *s, struct spool *spool)
 	return rc;
 }
 
+/* copy_stuffed - the spool through data_encode: some line starts with "." */
+static int copy_stuffed(struct session *s, struct spool *spool)
+{
+	static char chunk[IO_CHUNK], stuffed[2 * IO_CHUNK];
+	int at_bol = 1;
+	off_t at = 0;
+
+	for (;;) {
+		ssize_t n = pread(spool->fd, chunk, sizeof(chunk), at);
+		if (n < 0) {
+			msg(LOG_ERR, "cannot read spool: %s", strerror(errno));
+			return IO_ERROR;
+		}
+		if (n == 0)
+			return IO_OK;
+		at += n;
+		if (conn_write(&s->server, stuffed, data_encode(&at_bol, chunk, (size_t)n, stuffed)) != IO_OK)
+			return IO_ERROR;
+	}
+}
+
+/* copy_direct - no line needs a dot: the kernel copies spool to socket */
+static int copy_direct(struct session *s, struct spool *spool)
+{
+	off_t at = 0;
+
+	if (conn_flush(&s->server) != IO_OK)    /* the header goes first */
+		return IO_ERROR;
+	while (at < spool->size) {
+		ssize_t n = sendfile(s->server.wfd, spool->fd, &at, (size_t)(spool->size - at));
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		if (n == 0)
+			errno = EIO;    /* the spool is shorter than what we stored */
+		if (n == 0 || errno != EAGAIN ||
+		    wait_fd(s->server.wfd, POLLOUT, cfg->timeout, NULL) != IO_OK)
+			return IO_ERROR;
+	}
+	s->server.last_active = now_seconds();
+	return IO_OK;
+}
+
 /* send_message - DATA, the header, the stuffed spool, "."; the server's code */
 static int send_message(struct session *s, struct spool *spool)
 {
-	static char chunk[IO_CHUNK], stuffed[2 * IO_CHUNK];
-	int code = to_server(s, "DATA", 4), at_bol = 1;
-	off_t at = 0;
+	int code = to_server(s, "DATA", 4);
 
-	if (code != 354 && code / 100 != 4 && code / 100 != 5) {
+	if (code < 0 || code / 100 == 4 || code / 100 == 5)
+		return code;
+	if (code != 354) {
 		/* "250" to DATA means no data phase: the message would be lost. */
 		msg(LOG_ERR, "server answered %d to DATA", code);
 		s->server_lost = 1;
 		return IO_ERROR;
 	}
-	if (code != 354)
-		return code;
-	if (cfg->header[0] && (conn_write(&s->server, cfg->header, strlen(cfg->header)) != IO_OK ||
-			       conn_write(&s->server, "\r\n", 2) != IO_OK))
-		goto lost;
-	for (;;) {
-		ssize_t n = pread(spool->fd, chunk, sizeof(chunk), at);
-		if (n < 0) {
-			msg(LOG_ERR, "cannot read spool: %s", strerror(errno));
-			goto lost;      /* dropping the connection is the only safe abort */
-		}
-		if (n == 0)
-			break;
-		at += n;
-		if (conn_write(&s->server, stuffed, data_encode(&at_bol, chunk, (size_t)n, stuffed)) != IO_OK)
-			goto lost;
+	if ((cfg->header[0] && (conn_write(&s->server, cfg->header, strlen(cfg->header)) != IO_OK ||
+				conn_write(&s->server, "\r\n", 2) != IO_OK)) ||
+	    (spool->dot_lines ? copy_stuffed(s, spool) : copy_direct(s, spool)) != IO_OK ||
+	    conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK) {
+		/* Dropping the connection before "." is the only safe abort. */
+		msg(LOG_ERR, "message transfer to server failed: %s", strerror(errno));
+		s->server_lost = 1;
+		return IO_ERROR;
 	}
-	if (conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK)
-		goto lost;
 	return read_reply(s);
-lost:
-	msg(LOG_ERR, "message transfer to server failed: %s", strerror(errno));
-	s->server_lost = 1;
-	return IO_ERROR;
 }
 
 /* log_message - SPEC 4.9: one line per message, whatever became of it */
@@ -504,7 +535,6 @@ static int do_data(struct session *s)
 			    : "ERROR:client went away in the body", 0);
 		if (rc == IO_TIMEOUT)
 			client_reply(s, R_TIMEOUT);
-		spool_close(spool);
 		return END;
 	}
 	if ((err = spool_finish(spool)) != 0) {
@@ -526,7 +556,6 @@ static int do_data(struct session *s)
 			log_message(s, spool->size, status, abandon(s, R_SCAN_FAIL));
 		}
 	}
-	spool_close(spool);
 	reset_transaction(s);
 	return NEXT;
 }
@@ -657,8 +686,9 @@ int smtp_session(int in, int out)
 	size_t len;
 	int fd;
 
-	/* The buffers from reply on are always written before they are read. */
-	memset(s, 0, offsetof(struct session, reply));
+	/* Only the small fields: conn_init sets up the conns, and the buffers
+	 * are always written before they are read (no page need be touched). */
+	memset(&s->server_lost, 0, offsetof(struct session, reply) - offsetof(struct session, server_lost));
 	log_client(in);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
 	fd = connect_server(in, &refusal);
@@ -670,6 +700,7 @@ int smtp_session(int in, int out)
 	conn_init(&s->server, fd, fd, "server", cfg->timeout);
 	s->server.on_idle = server_keepalive;
 	s->server.owner = s;
+	s->spool.fd = -1;
 	if (read_reply(s) < 0) {
 		client_reply(s, R_SERVER_LOST);
 		conn_flush(&s->client);
@@ -686,6 +717,7 @@ int smtp_session(int in, int out)
 		to_server(s, "QUIT", 4);
 	conn_flush(&s->client);
 	close(fd);
+	spool_close(&s->spool);
 	linger_close(&s->client);
 	return 0;
 }

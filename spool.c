@@ -18,7 +18,18 @@
 #include <syslog.h>
 #include <unistd.h>
 
-/* spool_open - a fresh, nameless spool file in tmpdir */
+/* spool_close - the only reference to a nameless file: closing deletes it */
+void spool_close(struct spool *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+/*
+ * spool_open - an empty, nameless spool file in tmpdir; a session keeps
+ * one and empties it for each message rather than create and free a file
+ */
 int spool_open(struct spool *s)
 {
 	char path[4096];
@@ -26,7 +37,11 @@ int spool_open(struct spool *s)
 	s->size = 0;
 	s->len = 0;
 	s->error = 0;
-	s->fd = -1;
+	s->dot_lines = 0;
+	s->last = '\n';
+	if (s->fd >= 0 && ftruncate(s->fd, 0) == 0)
+		return 0;
+	spool_close(s);
 	if (snprintf(path, sizeof(path), "%s/clamsmtpd.XXXXXX", cfg->tmpdir) >= (int)sizeof(path)) {
 		s->error = ENAMETOOLONG;
 		return -1;
@@ -54,6 +69,12 @@ static void spool_drain(struct spool *s)
 /* spool_write - store bytes; after an error, only count them */
 void spool_write(struct spool *s, const char *data, size_t len)
 {
+	if (len == 0)
+		return;
+	/* A line that starts with a dot must be stuffed on the way out. */
+	if (!s->dot_lines && ((data[0] == '.' && s->last == '\n') || memmem(data, len, "\n.", 2)))
+		s->dot_lines = 1;
+	s->last = data[len - 1];
 	s->size += (off_t)len;
 	while (len > 0 && !s->error) {
 		size_t room = sizeof(s->buf) - s->len;
@@ -112,13 +133,6 @@ int spool_quarantine(struct spool *s, char *path, size_t cap)
 	return 0;
 }
 
-/* spool_close - the only reference to a nameless file: closing deletes it */
-void spool_close(struct spool *s)
-{
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
-}
 
 /* header_valid - "Name: value" on one line: RFC 5322 2.2 name, printable value */
 int header_valid(const char *header)

@@ -598,3 +598,22 @@ eicar_mime() {
 	cmp "$T/meant" "$T/got"
 	no_bare_crlf "$SRV/msg-1.raw"
 }
+
+@test "a 5 MB message without dot lines, and one whose only dot line is its last, arrive exactly" {
+	start_server
+	python3 -c '
+import sys
+line = b"abcdefghijklmnopqrstuvwxyz0123456789 " * 2 + b"\r\n"
+plain = line * (5 * 1024 * 1024 // len(line))
+open(sys.argv[1], "wb").write(plain)
+open(sys.argv[2], "wb").write(plain + b".last line\r\n")
+open(sys.argv[3], "wb").write(plain + b"..last line\r\n")' "$T/plain" "$T/dotted-meant" "$T/dotted"
+	transcript "$T/in" "$T/plain" "$T/dotted"
+	filter < "$T/in"
+	[ "$(codes)" = "220 250 250 250 354 250 250 250 354 250 221" ]
+	without_header "$SRV/msg-1.eml" > "$T/got1"
+	cmp "$T/plain" "$T/got1"
+	without_header "$SRV/msg-2.eml" > "$T/got2"
+	cmp "$T/dotted-meant" "$T/got2"
+	tail -c 16 "$SRV/msg-2.raw" | grep -q '^\.\.last line'
+}
