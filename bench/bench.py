@@ -576,6 +576,8 @@ def summarise(results, counts):
     for size in sorted(counts):
         for s in sorted(counts[size]):
             for mode in ("one", "many"):
+                if counts[size][s][0 if mode == "one" else 1] is None:
+                    continue    # a cell that is not run (20 MiB x 64 x many without BIG=1)
                 cell = {}
                 for system in SYSTEMS:
                     key = "%d/%d/%s/%s" % (size, s, "one" if system == "clamd" else mode, system)
@@ -623,7 +625,9 @@ def summarise(results, counts):
 
 
 def report(args, results, notes, baseline, info, started, elapsed):
-    counts = QUICK_COUNTS if args.quick else dict(FULL_COUNTS)
+    counts = QUICK_COUNTS if args.quick else {size: dict(per) for size, per in FULL_COUNTS.items()}
+    if args.big and not args.quick:
+        counts[20 * MiB][64] = (64, 128)
     summary = summarise(results, counts)
     lines = []
     W = lines.append
@@ -680,6 +684,12 @@ def report(args, results, notes, baseline, info, started, elapsed):
                           "%.2f" % d["x110"] if d.get("x110") else "–",
                           "%.0f%%" % (100 * d["xceil"]) if d.get("xceil") else "–",
                           100 * d.get("bg", 0))))
+    skipped = ["%s × %d sessions × %s" % (size_name(z), ss, "many" if i else "1")
+               for z, per in sorted(counts.items()) for ss, v in sorted(per.items())
+               for i in (0, 1) if v[i] is None]
+    if skipped:
+        W("")
+        W("Not run: %s (BIG=1 runs it)." % ", ".join(skipped))
     W("")
     W("## Memory per connection by message size (KiB)")
     W("")
@@ -809,6 +819,16 @@ def main():
         with open(os.path.join(args.workdir, "results.json")) as f:
             data = json.load(f)
         results, notes, baseline = data["results"], data["notes"], data.get("baseline", {})
+        meta = data.get("meta", {})
+        info = meta.get("machine") or dict(machine(), load="n/a (report re-rendered)")
+        args.clamsmtpd_desc = meta.get("clamsmtpd_desc", args.clamsmtpd_desc)
+        args.clamsmtpd_version = meta.get("clamsmtpd_version", args.clamsmtpd_version)
+        text = report(args, results, notes, baseline, info, meta.get("started", started),
+                      meta.get("elapsed", 0))
+        with open(args.out, "w") as f:
+            f.write(text)
+        print(text)
+        return
     else:
         b = Bench(args)
 
@@ -823,7 +843,16 @@ def main():
             b.teardown()
             b.save()
         results, notes, baseline = b.results, b.notes, b.baseline
-    text = report(args, results, notes, baseline, machine(), started, time.monotonic() - t0)
+    info, elapsed = machine(), time.monotonic() - t0
+    path = os.path.join(args.workdir, "results.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["meta"] = {"started": started, "elapsed": elapsed, "machine": info,
+                    "clamsmtpd_desc": args.clamsmtpd_desc,
+                    "clamsmtpd_version": args.clamsmtpd_version}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    text = report(args, results, notes, baseline, info, started, elapsed)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)

@@ -15,7 +15,7 @@
 #   BENCH_TMP=dir  where the run's files go (default: a new dir under /tmp);
 #                  kept when KEEP=1
 #   MAX_SECONDS=N  start no new run after N seconds (default 1800; QUICK 300)
-#   QUIET_BUDGET=N before a run, wait (at most 10 s) while other programs keep
+#   QUIET_BUDGET=N before a run, wait (at most 5 s) while other programs keep
 #                  more than 30% of a core busy; at most N s in all (default
 #                  60; QUICK 20)
 #
