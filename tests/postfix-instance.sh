@@ -1,6 +1,7 @@
 #!/bin/sh
 # postfix-instance.sh - a private Postfix instance with clamsmtpd as its
-# after-queue content filter, for tests and demonstrations.
+# after-queue content filter or its before-queue proxy filter, for tests and
+# demonstrations.
 #
 # Usage:
 #   tests/postfix-instance.sh create DIR MODE SUBMIT FILTER REINJECT RELAY \
@@ -11,14 +12,15 @@
 # create writes DIR/etc/main.cf and DIR/etc/master.cf.  Everything about
 # clamsmtpd comes from tests/postfix-example.cf (the lines the README and
 # the man page quote), with its ports, paths and user replaced:
-#   MODE      listener or spawn
+#   MODE      listener or spawn; or proxy: before-queue, with the lines of
+#             tests/postfix-proxy-example.cf instead (clamsmtpd a listener)
 #   SUBMIT    port of the smtpd that mail is submitted to (127.0.0.1)
 #   FILTER    port clamsmtpd listens on (10025 in the example)
 #   REINJECT  port of the re-injection smtpd (10026 in the example)
 #   RELAY     port of the SMTP server all mail is finally delivered to
 #   CLAMSMTPD, SPOOL, CLAMD   clamsmtpd's path, -D and -c
 #   USER      spawn mode: the account clamsmtpd runs as (default nobody)
-# In listener mode, DIR/listener.cmd holds the clamsmtpd command line to run
+# In listener and proxy mode, DIR/listener.cmd holds the clamsmtpd command line to run
 # (its pidfile is DIR/clamsmtpd.pid); the caller starts and stops it.
 #
 # The rest of the instance lives in DIR too: queue/, data/, maillog (Postfix
@@ -52,7 +54,8 @@ substitute() {
 		-e "s|/var/spool/clamsmtpd|$spool|g" \
 		-e "s|/run/clamav/clamd.ctl|$clamd|g" \
 		-e "s|/run/clamsmtpd.pid|$dir/clamsmtpd.pid|g" \
-		-e "s|user=clamsmtp |user=$user |g"
+		-e "s|user=clamsmtp |user=$user |g" \
+		-e "s|^smtp\( *\)inet |127.0.0.1:$submit\1inet |"
 }
 
 create() {
@@ -61,9 +64,16 @@ create() {
 	dir=$(cd "$1" && pwd -P) || die "cannot enter $1"
 	mode=$2 submit=$3 filter=$4 reinject=$5 relay=$6
 	clamsmtpd=$7 spool=$8 clamd=$9 user=${10:-nobody}
-	case $mode in listener|spawn) ;; *) die "MODE is listener or spawn, not $mode" ;; esac
+	case $mode in listener|spawn|proxy) ;; *) die "MODE is listener, spawn or proxy, not $mode" ;; esac
+	blocks="main.cf master.cf listener"
+	if [ "$mode" = proxy ]; then
+		example=$here/postfix-proxy-example.cf
+	else
+		blocks="$blocks master.cf-spawn"
+	fi
 	[ -r "$example" ] || die "cannot read $example"
-	for b in main.cf master.cf listener "master.cf spawn"; do
+	for b in $blocks; do
+		b=$(echo "$b" | tr - ' ')
 		[ -n "$(block "$b")" ] || die "no '#=== $b' block in $example"
 	done
 
@@ -100,8 +110,8 @@ maximal_backoff_time = 2s
 smtp_connect_timeout = 5s
 delay_warning_time = 0
 biff = no
-# --- from tests/postfix-example.cf, block main.cf
 EOF
+		echo "# --- from tests/$(basename "$example"), block main.cf"
 		block main.cf | substitute
 	} > "$dir/etc/main.cf" || die "cannot write $dir/etc/main.cf"
 
@@ -109,7 +119,6 @@ EOF
 		cat <<EOF
 # private Postfix instance for clamsmtpd tests, written by tests/$me
 # service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:$submit inet n -      n       -       -       smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -129,8 +138,12 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-# --- from tests/postfix-example.cf, block master.cf
 EOF
+		# in proxy mode the example's public smtpd is the submission port
+		if [ "$mode" != proxy ]; then
+			echo "127.0.0.1:$submit inet n -      n       -       -       smtpd"
+		fi
+		echo "# --- from tests/$(basename "$example"), block master.cf"
 		block master.cf | substitute
 		if [ "$mode" = spawn ]; then
 			echo "# --- from tests/postfix-example.cf, block master.cf spawn"
@@ -139,7 +152,7 @@ EOF
 	} > "$dir/etc/master.cf" || die "cannot write $dir/etc/master.cf"
 
 	rm -f "$dir/listener.cmd"
-	if [ "$mode" = listener ]; then
+	if [ "$mode" != spawn ]; then
 		block listener | substitute > "$dir/listener.cmd" ||
 			die "cannot write $dir/listener.cmd"
 	fi

@@ -79,7 +79,7 @@ clamd_for_spawn() {
 	chmod 666 "$CLAMD_SOCK"
 }
 
-# postfix_up MODE - recorder, Postfix with clamsmtpd in MODE (listener|spawn)
+# postfix_up MODE - recorder, Postfix with clamsmtpd in MODE (listener|spawn|proxy)
 # sets SUBMIT (port), SRV (recorder dir), LOG (listener's -d 3 log)
 postfix_up() {
 	local mode=$1 filter reinject cmd
@@ -91,7 +91,7 @@ postfix_up() {
 	fi
 	"$TESTS/postfix-instance.sh" create "$PF" "$mode" "$SUBMIT" "$filter" "$reinject" \
 		"$(cat "$SRV/port")" "$CLAMSMTPD" "$SPOOL" "$CLAMD_SOCK" "$SPAWN_USER"
-	if [ "$mode" = listener ]; then
+	if [ "$mode" != spawn ]; then
 		# the example's command line, with -d 3 to keep it in the foreground
 		read -r -a cmd < "$PF/listener.cmd"
 		LOG=$T/clamsmtpd.log
@@ -239,4 +239,112 @@ xforward_reaches_reinjection() {
 
 @test "spawn: XFORWARD gives the re-injection smtpd the original client" {
 	xforward_reaches_reinjection spawn
+}
+
+# --- before-queue: Postfix's smtpd_proxy_filter, with the lines of
+# tests/postfix-proxy-example.cf (clamsmtpd -b as a listener):
+#
+#   swaks -> public smtpd :SUBMIT (no queue) -> clamsmtpd -> smtpd :REINJECT
+#         -> queue -> smtp-recorder.py
+#
+# The sending client gets the verdict itself, so nothing is ever queued for a
+# virus or a failed scan.
+
+# entered_queue - how many messages from sender@example.test reached qmgr
+# (qmgr logs "from=" for every message that enters the active queue)
+entered_queue() {
+	grep -c 'postfix/qmgr\[[0-9]*\]: [0-9A-F]*: from=<sender@example.test>' "$PF/maillog" || true
+}
+
+# never_queued - nothing was delivered, queued or bounced
+never_queued() {
+	settled
+	[ "$(count_messages)" = 0 ]
+	[ "$(entered_queue)" = 0 ]
+	refute maillog_has 'status=bounced'
+	# the queueing smtpd removed the file it had opened for the transaction
+	[ -z "$(find "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" -type f)" ]
+}
+
+@test "proxy: a clean message is accepted in the client's session and delivered once, with X-AV-Checked" {
+	postfix_up proxy
+	submit --local-interface 127.0.0.5 --body "clean via postfix, before-queue"
+	# the client's 250 is the queueing smtpd's, passed back through clamsmtpd
+	grep -q '^<- *250 2.0.0 Ok: queued as [0-9A-F]' "$T/swaks"
+	wait_for 20 delivered 1
+	settled
+	[ "$(count_messages)" = 1 ]
+	[ "$(entered_queue)" = 1 ]
+	headers "$SRV/msg-1.eml" > "$T/headers"
+	[ "$(grep -c '^X-AV-Checked: ClamAV using ClamSMTP$' "$T/headers")" = 1 ]
+	grep -q "clean via postfix, before-queue" "$SRV/msg-1.eml"
+	grep -q 'status=CLEAN, server=250$' "$LOG"
+	# the public smtpd saw the client; the queueing one learnt it through
+	# XFORWARD, which Postfix's proxy sends and clamsmtpd passes on
+	maillog_has 'postfix/smtpd\[[0-9]*\]: NOQUEUE: client=unknown\[127\.0\.0\.5\]$'
+	maillog_has 'postfix/smtpd\[[0-9]*\]: [0-9A-F]*: client=unknown\[127\.0\.0\.1\], orig_client=unknown\[127\.0\.0\.5\]$'
+}
+
+@test "proxy: an EICAR message is rejected at SMTP time with the virus name, and nothing is queued" {
+	postfix_up proxy
+	eicar "$T/eicar.com"
+	refute submit --attach "$T/eicar.com"
+	grep -q '^<\*\* *550 5.7.1 Virus detected (Eicar-Test-Signature.UNOFFICIAL); message rejected$' "$T/swaks"
+	refute grep -q 'queued as' "$T/swaks"
+	grep -q 'status=VIRUS:Eicar-Test-Signature.UNOFFICIAL' "$LOG"
+	never_queued
+}
+
+@test "proxy: with clamd down the sending client gets 451 and nothing is queued" {
+	postfix_up proxy
+	"$TESTS/clamd-stop.sh" "$T/clamd"
+	refute submit --body "clamd is down, before-queue"
+	grep -q '^<\*\* *451 4.3.0 Virus scan failed, try again later$' "$T/swaks"
+	refute grep -q 'queued as' "$T/swaks"
+	never_queued
+}
+
+# big_text FILE BYTES - a message of about BYTES of CRLF text lines, some
+# starting with dots
+big_text() {
+	python3 -c '
+import sys
+path, size = sys.argv[1], int(sys.argv[2])
+out = [b"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: big\r\n\r\n"]
+n, i = len(out[0]), 0
+while n < size:
+    if i % 97 == 0:
+        line = b"." * (1 + i % 3) + b" dotted line %d\r\n" % i
+    else:
+        line = b"line %09d abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n" % i
+    out.append(line)
+    n += len(line)
+    i += 1
+# without its last CRLF: swaks ends the data with CRLF . CRLF itself
+open(path, "wb").write(b"".join(out)[:-2])
+' "$1" "$2"
+}
+
+@test "proxy: a 20 MB message passes within smtpd_proxy_timeout and arrives intact, once" {
+	postfix_up proxy
+	# the example's limits: 50 MB messages, 300 s for each proxy wait
+	[ "$(postconf -c "$PF/etc" -h message_size_limit)" = 52428800 ]
+	postconf -c "$PF/etc" -P "127.0.0.1:$SUBMIT/inet/smtpd_proxy_timeout" | grep -q '= 300s$'
+	big_text "$T/big.eml" $((20 * 1024 * 1024))
+	submit --data "$T/big.eml" --timeout 600
+	grep -q '^<- *250 2.0.0 Ok: queued as [0-9A-F]' "$T/swaks"
+	wait_for 60 delivered 1
+	settled
+	[ "$(count_messages)" = 1 ]
+	[ "$(entered_queue)" = 1 ]
+	refute maillog_has 'timeout'
+	refute maillog_has 'proxy-reject'
+	# the delivered message is the sent one, after the added header and
+	# Postfix's Received: line
+	headers "$SRV/msg-1.eml" | grep -q '^X-AV-Checked: ClamAV using ClamSMTP$'
+	{ tr -d '\r' < "$T/big.eml"; echo; } | sed '1,/^$/d' > "$T/sent.body"
+	tr -d '\r' < "$SRV/msg-1.eml" | sed '1,/^$/d' > "$T/got.body"
+	[ "$(wc -c < "$T/sent.body")" -gt $((20 * 1000 * 1000)) ]
+	cmp "$T/sent.body" "$T/got.body"
+	grep -qE "size=[0-9]{8}, status=CLEAN, server=250$" "$LOG"
 }
