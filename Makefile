@@ -47,6 +47,11 @@ bench: clamsmtpd
 	tests/deps.sh clamsmtp
 	bench/run.sh
 
+# clamsmtpd beside clamav-milter and amavisd-new behind one private Postfix
+# (bench/peers.sh installs them as root; bench/PEERS.md has the last run).
+bench-peers: clamsmtpd
+	NO_BUILD=1 bench/peers.sh
+
 install: clamsmtpd
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/xinetd.d
@@ -63,4 +68,4 @@ clean:
 	rm -f clamsmtpd clamsmtpd-asan
 	rm -rf tests/fuzz/out
 
-.PHONY: all asan check check-asan demo fuzz bench install clean
+.PHONY: all asan check check-asan demo fuzz bench bench-peers install clean
