@@ -278,7 +278,7 @@ never_queued() {
 	headers "$SRV/msg-1.eml" > "$T/headers"
 	[ "$(grep -c '^X-AV-Checked: ClamAV using ClamSMTP$' "$T/headers")" = 1 ]
 	grep -q "clean via postfix, before-queue" "$SRV/msg-1.eml"
-	grep -q 'status=CLEAN, server=250$' "$LOG"
+	grep -q 'status=CLEAN, size=[0-9]*, server=250' "$LOG"
 	# the public smtpd saw the client; the queueing one learnt it through
 	# XFORWARD, which Postfix's proxy sends and clamsmtpd passes on
 	maillog_has 'postfix/smtpd\[[0-9]*\]: NOQUEUE: client=unknown\[127\.0\.0\.5\]$'
@@ -346,5 +346,17 @@ open(path, "wb").write(b"".join(out)[:-2])
 	tr -d '\r' < "$SRV/msg-1.eml" | sed '1,/^$/d' > "$T/got.body"
 	[ "$(wc -c < "$T/sent.body")" -gt $((20 * 1000 * 1000)) ]
 	cmp "$T/sent.body" "$T/got.body"
-	grep -qE "size=[0-9]{8}, status=CLEAN, server=250$" "$LOG"
+	grep -qE "status=CLEAN, size=[0-9]{8}, server=250" "$LOG"
+}
+
+@test "README and man page carry the exact before-queue lines these tests run with" {
+	local line n=0 top=$TESTS/..
+	sed 's/\\-/-/g' "$top/man/clamsmtpd.8" > "$T/man.txt"
+	while IFS= read -r line; do
+		case "$line" in ''|'#'*) continue ;; esac
+		grep -qF -- "$line" "$top/README.md" || { echo "README lacks: $line" >&2; false; }
+		grep -qF -- "$line" "$T/man.txt" || { echo "man page lacks: $line" >&2; false; }
+		n=$((n + 1))
+	done < "$TESTS/postfix-proxy-example.cf"
+	[ "$n" -ge 17 ]
 }
