@@ -278,7 +278,7 @@ never_queued() {
 	headers "$SRV/msg-1.eml" > "$T/headers"
 	[ "$(grep -c '^X-AV-Checked: ClamAV using ClamSMTP$' "$T/headers")" = 1 ]
 	grep -q "clean via postfix, before-queue" "$SRV/msg-1.eml"
-	grep -q 'status=CLEAN, size=[0-9]*, server=250' "$LOG"
+	grep 'status=CLEAN' "$LOG" | grep -q 'server=250'
 	# the public smtpd saw the client; the queueing one learnt it through
 	# XFORWARD, which Postfix's proxy sends and clamsmtpd passes on
 	maillog_has 'postfix/smtpd\[[0-9]*\]: NOQUEUE: client=unknown\[127\.0\.0\.5\]$'
@@ -346,7 +346,7 @@ open(path, "wb").write(b"".join(out)[:-2])
 	tr -d '\r' < "$SRV/msg-1.eml" | sed '1,/^$/d' > "$T/got.body"
 	[ "$(wc -c < "$T/sent.body")" -gt $((20 * 1000 * 1000)) ]
 	cmp "$T/sent.body" "$T/got.body"
-	grep -qE "status=CLEAN, size=[0-9]{8}, server=250" "$LOG"
+	grep 'status=CLEAN' "$LOG" | grep 'server=250' | grep -qE 'size=[0-9]{8},'
 }
 
 @test "README and man page carry the exact before-queue lines these tests run with" {
