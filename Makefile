@@ -52,6 +52,13 @@ bench: clamsmtpd
 bench-peers: clamsmtpd
 	NO_BUILD=1 bench/peers.sh
 
+# The Debian package, built in a copy of the tree (debian/make-deb.sh), into
+# dist/; no error or warning from lintian.
+deb:
+	tests/deps.sh debhelper lintian fakeroot dpkg-dev build-essential
+	debian/make-deb.sh $(CURDIR)/dist
+	lintian --fail-on error,warning dist/clamsmtpd_*.deb
+
 install: clamsmtpd
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/xinetd.d
@@ -68,4 +75,4 @@ clean:
 	rm -f clamsmtpd clamsmtpd-asan
 	rm -rf tests/fuzz/out
 
-.PHONY: all asan check check-asan demo fuzz bench bench-peers install clean
+.PHONY: all asan check check-asan demo fuzz bench bench-peers deb install clean
