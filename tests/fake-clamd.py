@@ -12,6 +12,14 @@ Files in DIR (when --dir is given):
   commands.log  "FILDES <bytes>" / "INSTREAM <bytes>" / "PING" / "OTHER <cmd>"
   last-scan     the content of the last FILDES/INSTREAM scan
 
+Modes beyond the plain verdicts: "answer" sends the bytes of --answer
+(escapes allowed) as the whole reply, to test how replies are parsed;
+"early-ok" answers "stream: OK" to an INSTREAM right after its first
+chunk and goes on reading (a verdict that comes before the end).
+--delay S waits S seconds before any verdict (a slow scan); --accept-delay
+S keeps the listen queue full (backlog 0, one connection of its own in
+it) and waits S seconds before each accept, so connects block.
+
 Python 3 standard library only.
 """
 
@@ -24,9 +32,11 @@ import stat
 import struct
 import sys
 import threading
+import time
 
 MODES = ("ok", "found", "auto", "error", "garbage", "hang", "hangup",
-         "hangup-mid", "sizelimit", "refuse", "empty", "cut-ok")
+         "hangup-mid", "sizelimit", "refuse", "empty", "cut-ok",
+         "answer", "early-ok")
 
 # The EICAR test string, from pieces so this file never holds it whole.
 EICAR = b"".join([b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$", b"EICAR-STANDARD-",
@@ -54,6 +64,8 @@ class State:
     def __init__(self, args):
         self.mode = args.mode
         self.virus = args.virus
+        self.answer = args.answer.encode("latin-1").decode("unicode_escape").encode("latin-1")
+        self.delay = args.delay
         self.dir = args.dir
         self.lock = threading.Lock()
         self.log = None
@@ -158,6 +170,10 @@ class Conn:
 def verdict(state, prefix, content, term):
     """verdict - the reply bytes for a scan under the chosen mode."""
     mode = state.mode
+    if state.delay > 0:
+        time.sleep(state.delay)
+    if mode == "answer":
+        return state.answer
     if mode == "auto" or mode == "sizelimit":
         mode = "found" if (EICAR in content or MARKER in content) else "ok"
     if mode == "ok":
@@ -215,10 +231,15 @@ def do_instream(state, c, term):
         state.note("INSTREAM 0")
         return
     data = bytearray()
+    chunks = 0
     while True:
         (n,) = struct.unpack(">I", c.read_exact(4))
         if n == 0:
             break
+        chunks += 1
+        if mode == "early-ok" and chunks == 2:
+            c.send(b"stream: OK" + term)    # after the first chunk, before the end
+            time.sleep(0.3)
         while n > 0:
             if not c.buf:
                 c.fill(min(n, 65536))
@@ -241,6 +262,8 @@ def do_instream(state, c, term):
         c.drain()
     elif mode == "cut-ok":
         c.send(b"stream: OK")
+        c.drain()
+    elif mode == "early-ok":
         c.drain()
     elif mode not in ("empty", "hangup-mid"):   # short stream: still no reply
         c.send(verdict(state, b"stream", content, term))
@@ -281,6 +304,10 @@ def main():
     ap.add_argument("--mode", required=True, choices=MODES)
     ap.add_argument("--dir")
     ap.add_argument("--virus", default="Fake-Virus.UNOFFICIAL")
+    ap.add_argument("--answer", default="",
+                    help='mode answer: the reply bytes, e.g. "stream: OK\\nx FOUND\\0"')
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--accept-delay", type=float, default=0.0)
     args = ap.parse_args()
 
     if args.tcp and not args.dir:
@@ -313,7 +340,16 @@ def main():
             ls.bind((host, int(port)))
         except (OSError, ValueError) as e:
             raise SystemExit("fake-clamd: bind %s: %s" % (args.tcp, e))
-    ls.listen(128)
+    if args.mode == "early-ok":
+        # a small window: the sender is still mid-stream when OK arrives
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    filler = None
+    if args.accept_delay > 0:
+        ls.listen(0)
+        filler = socket.socket(ls.family, socket.SOCK_STREAM)
+        filler.connect(ls.getsockname())    # the queue is full from now on
+    else:
+        ls.listen(128)
 
     def on_term(signum, frame):
         try:
@@ -334,9 +370,16 @@ def main():
                          b"%d\n" % ls.getsockname()[1])
 
     while True:
+        if args.accept_delay > 0:
+            time.sleep(args.accept_delay)
         try:
             conn, _ = ls.accept()
         except OSError:
+            continue
+        if filler is not None:              # our own place holder: done
+            conn.close()
+            filler.close()
+            filler = None
             continue
         threading.Thread(target=serve, args=(state, conn, bool(args.unix)),
                          daemon=True).start()
