@@ -1,11 +1,16 @@
 /*
- * clamd.c - ask clamd whether a spool file holds a virus
+ * clamd.c - ask a pool of clamd servers whether a spool file holds a virus
  *
  * On a unix socket we pass the open spool descriptor (zFILDES), so clamd
  * reads the file itself and needs no access to tmpdir. On TCP we stream it
  * (zINSTREAM). One scan per connection; the verdict is strict: only
  * "...: OK" is clean, only "... <name> FOUND" is a virus, and anything else
- * (an error, garbage, silence, a closed connection) is a failure.
+ * (an error, garbage, silence, a closed connection) is a failure of that
+ * member. SPEC 8.1: each member is tried once from a random start, then,
+ * after a pause that lets a restarting clamd come back, once more.
+ *
+ * What this file does not do: decide what a failure means for the
+ * message (smtp.c, -f) or read the spool's content (spool.c).
  */
 #define _GNU_SOURCE
 #include "clamsmtpd.h"
@@ -14,11 +19,16 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
+
+#define CONNECT_MAX   10        /* SPEC 8.1: a connect waits at most 10 s */
+#define RETRY_PAUSE_MS 1000     /* between the two passes over the pool */
 
 static const char *const default_sockets[] = {
 	"/var/run/clamav/clamd",
@@ -26,21 +36,50 @@ static const char *const default_sockets[] = {
 	"/var/run/clamav/clamd.sock",
 };
 
-/* clamd_address - -c, or the first default socket that exists */
-static const char *clamd_address(void)
+enum { SENT_ALL = 0, SEND_FAILED = -1, ANSWERED_EARLY = -2 };
+
+/* clamd_members - the -c addresses, or the first default socket that exists */
+int clamd_members(const char **members)
 {
 	struct stat st;
 
-	if (cfg->clamaddr)
-		return cfg->clamaddr;
+	if (cfg->nclamd > 0) {
+		for (int i = 0; i < cfg->nclamd; i++)
+			members[i] = cfg->clamaddr[i];
+		return cfg->nclamd;
+	}
+	members[0] = default_sockets[0];
 	for (size_t i = 0; i < sizeof(default_sockets) / sizeof(*default_sockets); i++)
-		if (stat(default_sockets[i], &st) == 0)
-			return default_sockets[i];
-	return default_sockets[0];
+		if (stat(default_sockets[i], &st) == 0) {
+			members[0] = default_sockets[i];
+			break;
+		}
+	return 1;
+}
+
+/* clamd_connect - one member, its connect bounded by SPEC 8.1's 10 s */
+int clamd_connect(const char *member, int *is_unix, char *why, size_t cap)
+{
+	struct addr addr;
+	int limit = cfg->timeout < CONNECT_MAX ? cfg->timeout : CONNECT_MAX;
+
+	if (addr_parse(member, "3310", &addr) < 0) {
+		snprintf(why, cap, "bad address");
+		return -1;
+	}
+	if (addr.kind == ADDR_PORT) {
+		strcpy(addr.host, "127.0.0.1");         /* a bare port: clamd on this host */
+		addr.kind = ADDR_INET;
+	}
+	*is_unix = addr.kind == ADDR_UNIX;
+	int fd = addr_connect(&addr, limit, why, cap);
+	if (fd >= 0)
+		set_nonblocking(fd);
+	return fd;
 }
 
 /* send_fildes - zFILDES, then the spool's descriptor as SCM_RIGHTS data */
-static int send_fildes(int fd, int spool_fd)
+static int send_fildes(int fd, struct spool *spool)
 {
 	static const char command[] = "zFILDES";
 	char byte = 0;
@@ -51,48 +90,61 @@ static int send_fildes(int fd, int spool_fd)
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
 	if (write_all(fd, command, sizeof(command), cfg->timeout, NULL) != IO_OK)
-		return -1;
+		return SEND_FAILED;
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &spool_fd, sizeof(int));
-	if (lseek(spool_fd, 0, SEEK_SET) < 0)
-		return -1;
+	memcpy(CMSG_DATA(cm), &spool->fd, sizeof(int));
+	/* clamd shares the descriptor's offset; it scans from wherever it is.
+	 * Our own reads and writes use explicit offsets and do not care. */
+	if (lseek(spool->fd, 0, SEEK_SET) < 0)
+		return SEND_FAILED;
 	for (;;) {
 		if (sendmsg(fd, &mh, MSG_NOSIGNAL) == 1)
-			return 0;
+			return SENT_ALL;
 		if (errno != EINTR && errno != EAGAIN)
-			return -1;
+			return SEND_FAILED;
 		if (wait_fd(fd, POLLOUT, cfg->timeout, NULL) != IO_OK)
-			return -1;
+			return SEND_FAILED;
 	}
 }
 
+/* answered - whether clamd has spoken already (it may only after the end) */
+static int answered(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0;
+}
+
 /* send_stream - the spool in INSTREAM chunks: 4-byte big-endian length, data */
-static int send_stream(int fd, int spool_fd, off_t size, struct conn *keepalive)
+static int send_stream(int fd, struct spool *spool, struct conn *keepalive)
 {
 	static const char command[] = "zINSTREAM";
-	char chunk[4 + IO_CHUNK];
+	static char chunk[4 + IO_CHUNK];
 	off_t at = 0;
 
 	if (write_all(fd, command, sizeof(command), cfg->timeout, keepalive) != IO_OK)
-		return -1;
+		return SEND_FAILED;
 	for (;;) {
-		ssize_t n = pread(spool_fd, chunk + 4, IO_CHUNK, at);
+		ssize_t n = pread(spool->fd, chunk + 4, IO_CHUNK, at);
 		if (n < 0)
-			return -1;
+			return SEND_FAILED;
 		uint32_t be = htonl((uint32_t)n);
 		memcpy(chunk, &be, 4);
+		/* A reply before the last chunk is an error (a size limit), never a verdict. */
+		if (answered(fd))
+			return ANSWERED_EARLY;
 		if (write_all(fd, chunk, 4 + (size_t)n, cfg->timeout, keepalive) != IO_OK)
-			return -1;
+			return SEND_FAILED;
 		if (n == 0)
-			return at == size ? 0 : -1;
+			return at == spool->size ? SENT_ALL : SEND_FAILED;
 		at += n;
 	}
 }
 
-/* read_reply - up to the NUL (or newline) that ends clamd's answer; -1 on timeout */
-static ssize_t read_reply(int fd, char *reply, size_t cap, struct conn *keepalive)
+/* read_answer - up to the NUL (or newline) that ends clamd's first reply */
+static ssize_t read_answer(int fd, char *reply, size_t cap, struct conn *keepalive)
 {
 	size_t len = 0;
 
@@ -114,71 +166,151 @@ static ssize_t read_reply(int fd, char *reply, size_t cap, struct conn *keepaliv
 	return (ssize_t)len;
 }
 
-/*
- * clamd_scan - scan the spool; SCAN_CLEAN, SCAN_VIRUS (name in verdict)
- * or SCAN_ERROR (the reason in verdict)
- */
-int clamd_scan(int spool_fd, off_t size, char *verdict, size_t cap, struct conn *keepalive)
+/* refused_fildes - clamd's ways of saying it takes no descriptor here */
+static int refused_fildes(const char *reply, size_t len)
 {
-	const char *where = clamd_address();
-	char reply[1024], why[512];
-	struct addr addr;
-	int fd, sent, result;
+	return memmem(reply, len, "No file descriptor received", 27) ||
+	       memmem(reply, len, "UNKNOWN COMMAND", 15);
+}
+
+/*
+ * ask - one scan by one member over one connection: SCAN_CLEAN,
+ * SCAN_VIRUS (name in out), SCAN_ERROR (reason in out), or SCAN_NO_FILDES
+ */
+static int ask(const char *member, int stream, struct spool *spool, char *out, size_t cap,
+	       struct conn *keepalive)
+{
+	char reply[1024], why[400];
+	int is_unix, sent;
+	int fd = clamd_connect(member, &is_unix, why, sizeof(why));
 	ssize_t len;
 
-	if (addr_parse(where, "3310", &addr) < 0) {
-		snprintf(verdict, cap, "bad clamd address %s", where);
-		return SCAN_ERROR;
-	}
-	if (addr.kind == ADDR_PORT) {
-		strcpy(addr.host, "127.0.0.1");         /* a bare port: clamd on this host */
-		addr.kind = ADDR_INET;
-	}
-	if (addr.kind == ADDR_INET && size > STREAM_MAX) {
-		snprintf(verdict, cap, "message of %lld bytes is over the stream limit",
-			 (long long)size);
-		return SCAN_ERROR;
-	}
-	fd = addr_connect(&addr, cfg->timeout, why, sizeof(why));
 	if (fd < 0) {
-		snprintf(verdict, cap, "clamd unreachable: %s", why);
+		snprintf(out, cap, "cannot connect: %.400s", why);
 		return SCAN_ERROR;
 	}
-	set_nonblocking(fd);
-	sent = addr.kind == ADDR_UNIX ? send_fildes(fd, spool_fd)
-				      : send_stream(fd, spool_fd, size, keepalive);
-	if (sent < 0)
-		msg(LOG_DEBUG, "sending to clamd failed: %s", strerror(errno));
+	if (!is_unix)
+		stream = 1;
+	if (stream && spool->size > STREAM_MAX) {
+		close(fd);
+		snprintf(out, cap, "message of %lld bytes is over the stream limit of %ld",
+			 (long long)spool->size, (long)STREAM_MAX);
+		return SCAN_ERROR;
+	}
+	sent = stream ? send_stream(fd, spool, keepalive) : send_fildes(fd, spool);
+	if (sent == SEND_FAILED)
+		snprintf(why, sizeof(why), "%s", strerror(errno));
 	/* Read the reply even after a failed send: clamd says why it closed. */
-	len = read_reply(fd, reply, sizeof(reply) - 1, keepalive);
+	len = read_answer(fd, reply, sizeof(reply) - 1, keepalive);
 	close(fd);
 	if (len <= 0) {
-		snprintf(verdict, cap, len < 0 ? "clamd did not answer in time"
-					       : "clamd closed the connection without a verdict");
+		if (len < 0)
+			snprintf(out, cap, "timed out after %d s waiting for an answer", cfg->timeout);
+		else
+			snprintf(out, cap, "closed the connection without a verdict%s%.300s",
+				 sent == SEND_FAILED ? " after: " : "", sent == SEND_FAILED ? why : "");
 		return SCAN_ERROR;
 	}
 	if (!memchr(reply, '\0', (size_t)len) && !memchr(reply, '\n', (size_t)len)) {
 		/* Cut off before its terminator: "stream: OK" may be half of more. */
-		snprintf(verdict, cap, "clamd's answer was cut short");
+		snprintf(out, cap, "answer cut short before its end");
 		return SCAN_ERROR;
 	}
-	result = clamd_verdict(reply, (size_t)len, verdict, cap);
-	if (result == SCAN_CLEAN && sent < 0) {
-		snprintf(verdict, cap, "clamd answered OK to an incomplete message");
+	if (!stream && refused_fildes(reply, (size_t)len))
+		return SCAN_NO_FILDES;
+	int result = clamd_verdict(reply, (size_t)len, out, cap);
+	if (result != SCAN_ERROR && sent != SENT_ALL) {
+		/* SPEC 5: a verdict counts only once the whole spool was sent. */
+		char said[300];
+		snprintf(said, sizeof(said), "%s", out);
+		snprintf(out, cap, "answered %s before the whole message was sent", said);
 		return SCAN_ERROR;
 	}
 	return result;
 }
 
-/* clamd_verdict - parse one reply; the virus name or the reply goes in name */
+/* ask_member - one member: FILDES, and INSTREAM on the same socket if refused */
+static int ask_member(const char *member, struct spool *spool, char *out, size_t cap,
+		      struct conn *keepalive)
+{
+	int result = ask(member, 0, spool, out, cap, keepalive);
+
+	if (result == SCAN_NO_FILDES) {
+		msg(LOG_NOTICE, "clamd %s takes no descriptor; streaming instead", member);
+		result = ask(member, 1, spool, out, cap, keepalive);
+	}
+	return result;
+}
+
+/* pause_pool - SPEC 8.1: a second or so for a restarting clamd, server kept awake */
+static void pause_pool(struct conn *keepalive)
+{
+	struct timespec pause = { .tv_sec = RETRY_PAUSE_MS / 1000,
+				  .tv_nsec = (RETRY_PAUSE_MS % 1000) * 1000000L };
+
+	if (keepalive && keepalive->on_idle &&
+	    now_seconds() - keepalive->last_active >= KEEPALIVE_SECONDS) {
+		keepalive->last_active = now_seconds();
+		keepalive->on_idle(keepalive);
+	}
+	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+		;
+}
+
+/* elapsed_ms - milliseconds since start, for the log line's scan_ms */
+static long elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_nsec - start->tv_nsec) / 1000000L;
+}
+
+/*
+ * clamd_scan - scan the spool with the pool: the first OK or FOUND from any
+ * member is final; SCAN_ERROR only when every member failed twice
+ */
+int clamd_scan(struct spool *spool, struct scan *scan, struct conn *keepalive)
+{
+	const char *members[CLAMD_MAX];
+	int n = clamd_members(members), start = (int)((unsigned)rand() % (unsigned)n);
+	struct timespec began;
+
+	clock_gettime(CLOCK_MONOTONIC, &began);
+	scan->member = NULL;
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass > 0)
+			pause_pool(keepalive);
+		for (int i = 0; i < n; i++) {
+			const char *member = members[(start + i) % n];
+			int result = ask_member(member, spool, scan->name, sizeof(scan->name), keepalive);
+
+			if (result != SCAN_ERROR) {
+				scan->member = member;
+				scan->ms = elapsed_ms(&began);
+				return scan->result = result;
+			}
+			msg(LOG_WARNING, "clamd %s failed (pass %d of 2): %s", member, pass + 1, scan->name);
+		}
+	}
+	scan->ms = elapsed_ms(&began);
+	snprintf(scan->name, sizeof(scan->name), n > 1 ? "no clamd of the pool could scan"
+						       : "clamd could not scan");
+	return scan->result = SCAN_ERROR;
+}
+
+/* clamd_verdict - parse clamd's first reply; the virus name or the reply goes in name */
 int clamd_verdict(const char *reply, size_t len, char *name, size_t cap)
 {
 	static const char ok[] = ": OK", found[] = " FOUND";
-	const char *end = memchr(reply, '\0', len);
-	size_t n = end ? (size_t)(end - reply) : len;
+	const char *nul = memchr(reply, '\0', len), *nl = memchr(reply, '\n', len);
+	size_t n = len;
 
-	while (n > 0 && reply[n - 1] == '\n')
-		n--;
+	/* SPEC 5: only the first reply counts, up to its first NUL or newline. */
+	if (nul)
+		n = (size_t)(nul - reply);
+	if (nl && (size_t)(nl - reply) < n)
+		n = (size_t)(nl - reply);
 	if (n >= sizeof(ok) - 1 && memcmp(reply + n - (sizeof(ok) - 1), ok, sizeof(ok) - 1) == 0) {
 		snprintf(name, cap, "OK");
 		return SCAN_CLEAN;
@@ -190,7 +322,8 @@ int clamd_verdict(const char *reply, size_t len, char *name, size_t cap)
 		while (start > 0 && !(reply[start - 1] == ' ' && start >= 2 && reply[start - 2] == ':'))
 			start--;
 		if (start > 0 && stop > start) {
-			printable(name, cap, reply + start, stop - start);
+			printable(name, cap < VIRUS_NAME_MAX + 1 ? cap : VIRUS_NAME_MAX + 1,
+				  reply + start, stop - start);
 			return SCAN_VIRUS;
 		}
 	}

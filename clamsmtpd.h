@@ -24,6 +24,7 @@
 #define LISTEN_PORT       10025
 #define CLAMD_PORT        3310
 #define KEEPALIVE_SECONDS 60          /* SPEC 4.7: NOOP to an idle server */
+#define HOOK_SECONDS      10          /* SPEC 9.2: the -x program's time limit */
 #define LINE_MAX_SMTP     2048        /* longest command line we accept */
 #define REPLY_LINE_MAX    4096        /* longest server reply line we keep */
 #define REPLY_MAX         65536       /* longest whole server reply */
@@ -31,6 +32,8 @@
 /* INSTREAM backstop: ClamAV's built-in StreamMaxLength. A clamd set lower
  * (Debian ships 25M) answers "size limit exceeded", which is a 4xx too. */
 #define STREAM_MAX        (100L * 1024 * 1024)
+#define CLAMD_MAX         8           /* SPEC 8.1: -c at most 8 times */
+#define VIRUS_NAME_MAX    200         /* SPEC 8.4: names cut at 200 bytes */
 
 /* Every reply clamsmtpd itself sends. The man page lists the same texts. */
 #define R_NO_SERVER   "421 4.3.0 Cannot connect to the mail server"
@@ -39,13 +42,14 @@
 #define R_TIMEOUT     "421 4.4.2 Timeout waiting for input, closing connection"
 #define R_SHUTDOWN    "421 4.3.2 Service shutting down"
 #define R_TOO_MANY    "421 4.3.2 Too many connections, try again later"
+#define R_NO_FORK     "421 4.3.2 Cannot start a session, try again later"
 #define R_LINE_LONG   "500 5.5.2 Line too long"
 #define R_BAD_CHARS   "500 5.5.2 Invalid character in command"
 #define R_NOT_IMPL    "502 5.5.1 Command not implemented"
 #define R_NO_RCPT     "554 5.5.1 No valid recipients"
 #define R_GO_AHEAD    "354 End data with <CR><LF>.<CR><LF>"
 #define R_VIRUS_DROP  "250 2.7.0 Virus detected; message discarded"
-#define R_VIRUS_BOUNCE "550 5.7.1 Virus detected (%s); message rejected"
+#define R_VIRUS_BOUNCE "550 5.7.1 Virus detected (%.200s); message rejected"
 #define R_SCAN_FAIL   "451 4.3.0 Virus scan failed, try again later"
 #define R_SPOOL_FAIL  "451 4.3.0 Local error writing message, try again later"
 #define R_NO_SPACE    "452 4.3.1 Insufficient system storage"
@@ -54,8 +58,14 @@
 /* Settings from the command line; read-only once parsed. */
 struct config {
 	int bounce;             /* -b */
-	const char *clamaddr;   /* -c */
+	const char *clamaddr[CLAMD_MAX]; /* -c, the pool (SPEC 8.1) */
+	int nclamd;             /* how many -c; 0: the default socket search */
 	int debug;              /* -d level, -1 without -d */
+	int fail_open;          /* -f pass: a scan failure passes mail, marked */
+	off_t max_scan;         /* -s: larger mail passes unscanned; 0 no limit */
+	int mark_clean;         /* -S: X-Virus-Status: Clean on scanned mail */
+	int pass_infected;      /* -P: infected mail goes on, marked */
+	const char *hook;       /* -x: run for every virus found (SPEC 9.2) */
 	const char *tmpdir;     /* -D */
 	const char *header;     /* -h, "" for none */
 	const char *listenaddr; /* -l */
@@ -81,6 +91,7 @@ struct conn {
 	const char *name;       /* "client", "server": for log lines */
 	int timeout;            /* seconds */
 	long last_active;       /* monotonic seconds of the last exchange */
+	long deadline;          /* monotonic seconds a whole line or piece must come by; 0 none */
 	struct conn *keepalive; /* a peer to keep awake while we wait on this one */
 	void (*on_idle)(struct conn *); /* pokes this conn's peer when it sat idle */
 	void *owner;            /* for on_idle: whose connection this is */
@@ -103,7 +114,8 @@ extern int stop_point;          /* a wait that SIGTERM may end (IO_STOP) */
 /* net.c */
 int addr_parse(const char *text, const char *default_port, struct addr *out);
 int addr_connect(const struct addr *addr, int timeout, char *why, size_t why_cap);
-int addr_listen(const struct addr *addr, int backlog, char *why, size_t why_cap);
+int addr_listen(const struct addr *addr, int backlog, int *fds, int max,
+		char *why, size_t why_cap);
 int peer_addr(int fd, const char *port, struct addr *out);
 long now_seconds(void);
 int wait_fd(int fd, short events, int timeout, struct conn *keepalive);
@@ -117,11 +129,16 @@ int conn_printf(struct conn *c, const char *fmt, ...)
 int conn_flush(struct conn *c);
 int is_socket(int fd);
 void set_nonblocking(int fd);
+void block_stop_signals(void);
 
 /* logging (clamsmtpd.c) */
 void log_open(int debug);
 void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void printable(char *out, size_t cap, const char *in, size_t len);
+void printable_utf8(char *out, size_t cap, const char *in, size_t len);
+
+/* the -x hook (clamsmtpd.c): envp is the whole environment, NULL-ended */
+void run_hook(const char *program, const char *const *envp);
 
 /* smtp.c */
 int smtp_session(int in, int out);
@@ -137,21 +154,34 @@ int reply_line_code(const char *line, size_t len, int *last);
 size_t ehlo_filter(char *reply, size_t len);
 
 /* clamd.c */
-enum scan_result { SCAN_CLEAN, SCAN_VIRUS, SCAN_ERROR };
-int clamd_scan(int spool_fd, off_t size, char *verdict, size_t cap, struct conn *keepalive);
+enum scan_result { SCAN_CLEAN, SCAN_VIRUS, SCAN_ERROR, SCAN_NO_FILDES };
+struct scan {                   /* what the pool said about one message */
+	int result;             /* SCAN_CLEAN, SCAN_VIRUS or SCAN_ERROR */
+	char name[512];         /* the virus, or why no verdict came */
+	const char *member;     /* who gave the verdict; NULL without one */
+	long ms;                /* how long the scan took, all attempts */
+};
+struct spool;
+int clamd_members(const char **members);
+int clamd_connect(const char *member, int *is_unix, char *why, size_t cap);
+int clamd_scan(struct spool *spool, struct scan *scan, struct conn *keepalive);
 int clamd_verdict(const char *reply, size_t len, char *name, size_t cap);
 
 /* spool.c */
 struct spool {
 	int fd;                 /* -1 until the first message of a session */
-	off_t size;             /* bytes stored */
+	off_t size;             /* bytes of the message, buffered or stored */
+	off_t stored;           /* bytes in the file: where the next write goes */
 	int error;              /* errno of the first failed write, 0 if none */
 	int dot_lines;          /* a stored line starts with ".": it needs stuffing */
 	char last;              /* the last byte stored */
 	size_t len;
 	char buf[IO_CHUNK];
 };
+struct range { off_t from, to; };       /* bytes [from, to) of the spool */
+struct window { off_t at; size_t len; char data[8192]; };
 int spool_open(struct spool *s);
+int spool_next_field(struct spool *s, const char *name, off_t from, struct range *found);
 void spool_write(struct spool *s, const char *data, size_t len);
 int spool_finish(struct spool *s);
 int spool_quarantine(struct spool *s, char *path, size_t cap);

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,7 +63,10 @@ int addr_parse(const char *text, const char *default_port, struct addr *out)
 		strcpy(out->host, text);
 		return 0;
 	}
-	if (port_valid(text)) {
+	if (text[strspn(text, "0123456789")] == '\0') {
+		/* "0" or "65536" is a port out of range, not a host name */
+		if (!port_valid(text))
+			return -1;
 		out->kind = ADDR_PORT;
 		strcpy(out->port, text);
 		return 0;
@@ -140,8 +145,10 @@ static int connect_timed(int fd, const struct sockaddr *sa, socklen_t len, int t
 	if (connect(fd, sa, len) < 0) {
 		if (errno != EINPROGRESS)
 			return -1;
-		if (wait_fd(fd, POLLOUT, timeout, NULL) != IO_OK)
+		if (wait_fd(fd, POLLOUT, timeout, NULL) != IO_OK) {
+			errno = ETIMEDOUT;      /* not whatever an earlier call left */
 			return -1;
+		}
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
 			return -1;
 		if (err) {
@@ -243,45 +250,136 @@ static int listen_unix(const char *path, int backlog, char *why, size_t cap)
 	return -1;
 }
 
-/* addr_listen - bind and listen; a bare port means every local address */
-int addr_listen(const struct addr *addr, int backlog, char *why, size_t cap)
+/* listen_one - a socket bound to one address and listening; -1 with errno */
+static int listen_one(const struct addrinfo *ai, int backlog, int v6only)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *list;
-	const char *host = addr->kind == ADDR_PORT ? NULL : addr->host;
-	int fd, rc, one = 1, zero = 0;
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+	int one = 1, saved;
 
-	if (addr->kind == ADDR_UNIX)
-		return listen_unix(addr->host, backlog, why, cap);
-	if (!host)
-		hints.ai_family = AF_INET6;     /* dual-stack [::] covers IPv4 too */
-	rc = getaddrinfo(host, addr->port, &hints, &list);
-	if (rc != 0 && !host) {
-		hints.ai_family = AF_INET;      /* a host with IPv6 disabled */
-		rc = getaddrinfo(host, addr->port, &hints, &list);
-	}
-	if (rc != 0) {
-		snprintf(why, cap, "%s: %s", host ? host : "*", gai_strerror(rc));
+	if (fd < 0)
 		return -1;
-	}
-	fd = socket(list->ai_family, list->ai_socktype | SOCK_CLOEXEC, list->ai_protocol);
-	if (fd >= 0) {
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (!host && list->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-		if (bind(fd, list->ai_addr, list->ai_addrlen) == 0 && listen(fd, backlog) == 0) {
-			freeaddrinfo(list);
-			return fd;
-		}
-	}
-	snprintf(why, cap, "%s port %s: %s", host ? host : "*", addr->port, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(list);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ai->ai_family == AF_INET6 && v6only >= 0 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
+		goto fail;
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0)
+		return fd;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
 	return -1;
 }
 
+/* numeric_host - an address as text, for messages */
+static const char *numeric_host(const struct addrinfo *ai, char *text, size_t cap)
+{
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, text, (socklen_t)cap, NULL, 0,
+			NI_NUMERICHOST) != 0)
+		snprintf(text, cap, "?");
+	return text;
+}
+
+/* listed_before - whether an earlier entry has the same address (a hosts file may repeat one) */
+static int listed_before(const struct addrinfo *list, const struct addrinfo *ai)
+{
+	for (const struct addrinfo *p = list; p != ai; p = p->ai_next)
+		if (p->ai_addrlen == ai->ai_addrlen && memcmp(p->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
+			return 1;
+	return 0;
+}
+
+/* listen_any - a bare port: one dual-stack [::] socket, or 0.0.0.0 without IPv6 */
+static int listen_any(const char *port, int backlog, char *why, size_t cap)
+{
+	struct addrinfo hints = { .ai_family = AF_INET6, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *list;
+	int fd = -1, rc;
+
+	rc = getaddrinfo(NULL, port, &hints, &list);
+	if (rc == 0) {
+		fd = listen_one(list, backlog, 0);
+		freeaddrinfo(list);
+		if (fd >= 0 || errno != EAFNOSUPPORT)
+			goto done;
+	}
+	hints.ai_family = AF_INET;      /* a host with IPv6 disabled */
+	rc = getaddrinfo(NULL, port, &hints, &list);
+	if (rc != 0) {
+		snprintf(why, cap, "* port %s: %s", port, gai_strerror(rc));
+		return -1;
+	}
+	fd = listen_one(list, backlog, -1);
+	freeaddrinfo(list);
+done:
+	if (fd < 0)
+		snprintf(why, cap, "* port %s: %s", port, strerror(errno));
+	return fd;
+}
+
+/* close_all - the sockets opened so far, when one address fails */
+static void close_all(int *fds, int n)
+{
+	while (n > 0)
+		close(fds[--n]);
+}
+
+/*
+ * addr_listen - bind and listen; fds gets one socket per address, at most
+ * max; returns how many, or -1 with why. A bare port means every local
+ * address; a host name, every address it resolves to (SPEC 2), so that
+ * "localhost" serves both 127.0.0.1 and ::1. An address whose family the
+ * host lacks (::1 with IPv6 off) is skipped while another one works.
+ */
+int addr_listen(const struct addr *addr, int backlog, int *fds, int max, char *why, size_t cap)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *list, *ai;
+	char text[NI_MAXHOST], skipped[512] = "";
+	int n = 0, rc, has_v4 = 0;
+
+	if (addr->kind == ADDR_UNIX || addr->kind == ADDR_PORT) {
+		fds[0] = addr->kind == ADDR_UNIX ? listen_unix(addr->host, backlog, why, cap)
+						  : listen_any(addr->port, backlog, why, cap);
+		return fds[0] < 0 ? -1 : 1;
+	}
+	rc = getaddrinfo(addr->host, addr->port, &hints, &list);
+	if (rc != 0) {
+		snprintf(why, cap, "%s: %s", addr->host, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = list; ai; ai = ai->ai_next)
+		has_v4 |= ai->ai_family == AF_INET;
+	for (ai = list; ai; ai = ai->ai_next) {
+		if (listed_before(list, ai))
+			continue;
+		if (n == max) {
+			msg(LOG_WARNING, "%s resolves to more than %d addresses; listening on the first %d",
+			    addr->host, max, max);
+			break;
+		}
+		/* With an IPv4 address in the list too, [::] must not claim IPv4 as well. */
+		fds[n] = listen_one(ai, backlog, ai->ai_family == AF_INET6 && has_v4 ? 1 : -1);
+		if (fds[n] >= 0) {
+			n++;
+			continue;
+		}
+		snprintf(why, cap, "%s port %s (%s): %s", addr->host, addr->port,
+			 numeric_host(ai, text, sizeof(text)), strerror(errno));
+		if (errno != EADDRNOTAVAIL && errno != EAFNOSUPPORT) {
+			close_all(fds, n);
+			freeaddrinfo(list);
+			return -1;
+		}
+		snprintf(skipped, sizeof(skipped), "%s", why);
+	}
+	freeaddrinfo(list);
+	if (n > 0 && skipped[0])
+		msg(LOG_WARNING, "not listening on %s", skipped);
+	return n > 0 ? n : -1;
+}
 /* is_socket - whether fd is a socket (the connection under inetd) */
 int is_socket(int fd)
 {
@@ -311,6 +409,30 @@ void set_nonblocking(int fd)
 	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 	/* Fails harmlessly on a unix socket. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* The signal mask that lets SIGTERM/SIGINT in: only while waiting for a command. */
+static sigset_t stop_open_mask;
+static int stop_signals_blocked;
+
+/*
+ * block_stop_signals - a session keeps SIGTERM/SIGINT blocked, so that no
+ * connect, write or scan is cut short by them, and lets them in only in
+ * the ppoll of a wait for a command: a stop can then never slip in between
+ * the check and the wait.
+ */
+void block_stop_signals(void)
+{
+	sigset_t stop;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &stop, &stop_open_mask) < 0)
+		return;
+	sigdelset(&stop_open_mask, SIGTERM);
+	sigdelset(&stop_open_mask, SIGINT);
+	stop_signals_blocked = 1;
 }
 
 /*
@@ -348,9 +470,11 @@ int wait_fd(int fd, short events, int timeout, struct conn *keepalive)
 				slice = due;
 		}
 		/* SIGTERM may end a wait for a command, never a write of replies. */
-		if (stop_requested && stop_point && (events & POLLIN))
+		int stoppable = stop_point && (events & POLLIN);
+		struct timespec wait = { .tv_sec = slice };
+		if (stoppable && stop_requested)
 			return IO_STOP;
-		rc = poll(&p, 1, (int)(slice * 1000));
+		rc = ppoll(&p, 1, &wait, stoppable && stop_signals_blocked ? &stop_open_mask : NULL);
 		if (rc > 0)
 			return IO_OK;
 		if (rc < 0 && errno != EINTR)
@@ -389,6 +513,7 @@ void conn_init(struct conn *c, int rfd, int wfd, const char *name, int timeout)
 	c->name = name;
 	c->timeout = timeout;
 	c->last_active = now_seconds();
+	c->deadline = 0;
 	c->keepalive = NULL;
 	c->on_idle = NULL;
 	c->owner = NULL;
@@ -396,6 +521,17 @@ void conn_init(struct conn *c, int rfd, int wfd, const char *name, int timeout)
 	/* Sockets are ours alone: non-blocking, so no write outlasts -t. */
 	set_nonblocking(rfd);
 	set_nonblocking(wfd);
+}
+
+/* time_left - seconds of -t for this wait, or what is left before the deadline */
+static int time_left(const struct conn *c)
+{
+	long left;
+
+	if (c->deadline == 0)
+		return c->timeout;
+	left = c->deadline - now_seconds();
+	return left > 0 ? (int)left : 0;
 }
 
 /* conn_fill - read more input; flushes our output first (pipelining) */
@@ -423,7 +559,7 @@ int conn_fill(struct conn *c)
 			return IO_EOF;
 		if (errno != EINTR && errno != EAGAIN)
 			return IO_ERROR;
-		if (errno == EAGAIN && (rc = wait_fd(c->rfd, POLLIN, c->timeout, c->keepalive)) != IO_OK)
+		if (errno == EAGAIN && (rc = wait_fd(c->rfd, POLLIN, time_left(c), c->keepalive)) != IO_OK)
 			return rc;
 	}
 }
@@ -440,6 +576,8 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 	int too_long = 0, rc;
 
 	*len = 0;
+	/* SPEC 2: the whole line within -t, not -t for each trickled byte. */
+	c->deadline = now_seconds() + c->timeout;
 	for (;;) {
 		char *start = c->in + c->in_pos;
 		size_t avail = c->in_len - c->in_pos;
@@ -460,9 +598,12 @@ int conn_read_line(struct conn *c, char *line, size_t cap, size_t *len)
 		c->in_pos += nl ? take + 1 : take;
 		if (nl)
 			break;
-		if ((rc = conn_fill(c)) != IO_OK)
+		if ((rc = conn_fill(c)) != IO_OK) {
+			c->deadline = 0;
 			return rc;
+		}
 	}
+	c->deadline = 0;
 	return too_long ? IO_TOO_LONG : IO_OK;
 }
 

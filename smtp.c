@@ -14,6 +14,7 @@
 #include "clamsmtpd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,10 +30,15 @@ struct session {
 	struct conn client, server;
 	int server_lost;        /* set once the server connection is unusable */
 	int quit_sent;
+	int client_gone;        /* EOF, timeout or stop: no QUIT reply to wait for */
 	int recipients;         /* accepted by the server in this transaction */
 	unsigned messages;
-	char sender[300];       /* printable, for the log line */
+	char peer[64];          /* the client's IP, when it has one */
+	char xclient[64];       /* XFORWARD ADDR, checked characters only */
+	char xident[64];        /* XFORWARD IDENT, letters and digits only */
+	char sender[300];       /* printable (UTF-8 kept), for the log line */
 	char rcpt_log[1024];    /* ", to=<...>" for each accepted recipient */
+	char rcpt_list[4096];   /* the same, one per line, for the -x hook */
 	size_t reply_len;
 	char reply[REPLY_MAX];  /* the server's last whole reply, CRLF lines */
 	char line[LINE_MAX_SMTP + 1];
@@ -40,6 +46,12 @@ struct session {
 };
 
 enum { NEXT, END };     /* what a command handler says about the session */
+
+/* What log fields taken from peers may hold (SPEC 9.3): nothing that could
+ * pass for a separator or another field. */
+#define ID_CHARS   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+#define ADDR_CHARS ID_CHARS ".:-_"
+#define STATUS_FIELD "X-Virus-Status"
 
 /* EHLO keywords whose promises we cannot keep (SPEC 3). */
 static const char *const hidden_keywords[] = {
@@ -85,7 +97,7 @@ static int read_reply(struct session *s)
 {
 	char line[REPLY_LINE_MAX];
 	size_t len;
-	int code = -1, last = 0, rc;
+	int code = -1, first = -1, last = 0, rc;
 
 	s->reply_len = 0;
 	while (!last) {
@@ -94,7 +106,11 @@ static int read_reply(struct session *s)
 			rc = IO_OK;     /* relay the start of an overlong text line */
 		if (rc == IO_OK)
 			code = reply_line_code(line, len, &last);
-		if (rc != IO_OK || code < 0 || s->reply_len + len + 2 > sizeof(s->reply)) {
+		if (first < 0)
+			first = code;
+		/* RFC 5321 4.2.1: every line of a reply carries the same code. */
+		if (rc != IO_OK || code < 0 || code != first ||
+		    s->reply_len + len + 2 > sizeof(s->reply)) {
 			char shown[80];
 			printable(shown, sizeof(shown), line, rc == IO_OK ? len : 0);
 			msg(LOG_ERR, "server %s%s%s", rc == IO_TIMEOUT ? "timed out" :
@@ -152,9 +168,10 @@ static void reset_transaction(struct session *s)
 	s->recipients = 0;
 	s->sender[0] = '\0';
 	s->rcpt_log[0] = '\0';
+	s->rcpt_list[0] = '\0';
 }
 
-/* envelope_address - the <...> of MAIL FROM:/RCPT TO:, printable, bounded */
+/* envelope_address - the <...> of MAIL FROM:/RCPT TO:, printable (UTF-8 kept), bounded */
 static void envelope_address(char *out, size_t cap, const char *line, size_t len)
 {
 	const char *colon = memchr(line, ':', len);
@@ -165,7 +182,28 @@ static void envelope_address(char *out, size_t cap, const char *line, size_t len
 	const char *close = start < end && *start == '<'
 		? memchr(start, '>', (size_t)(end - start)) : NULL;
 	const char *stop = close ? close + 1 : memchr(start, ' ', (size_t)(end - start));
-	printable(out, cap, start, (size_t)((stop ? stop : end) - start));
+	printable_utf8(out, cap, start, (size_t)((stop ? stop : end) - start));
+}
+
+/* xforward_value - one NAME=value of an XFORWARD line, if every byte is allowed */
+static void xforward_value(char *out, size_t cap, const char *line, size_t len,
+			   const char *name, const char *allowed)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 8; i + n + 1 < len; i++) {
+		if (line[i] != ' ' || strncasecmp(line + i + 1, name, n) != 0 || line[i + 1 + n] != '=')
+			continue;
+		const char *value = line + i + 2 + n, *end = memchr(value, ' ', (size_t)(line + len - value));
+		size_t vlen = (size_t)((end ? end : line + len) - value);
+
+		/* [UNAVAILABLE] and xtext escapes fall outside the allowed set. */
+		if (vlen == 0 || vlen >= cap || strspn(value, allowed) < vlen)
+			return;
+		memcpy(out, value, vlen);
+		out[vlen] = '\0';
+		return;
+	}
 }
 
 /*
@@ -188,7 +226,8 @@ size_t ehlo_filter(char *reply, size_t len)
 			text_len--;
 		if (in > 0 && text_len > 4) {
 			size_t key_len = 0;
-			while (4 + key_len < text_len && line[4 + key_len] != ' ')
+			while (4 + key_len < text_len && line[4 + key_len] != ' ' &&
+			       line[4 + key_len] != '\t')
 				key_len++;
 			for (size_t i = 0; i < sizeof(hidden_keywords) / sizeof(*hidden_keywords); i++)
 				if (strlen(hidden_keywords[i]) == key_len &&
@@ -232,10 +271,25 @@ static int relay_command(struct session *s, const char *line, size_t len)
 		client_reply(s, R_SERVER_LOST);
 		return END;
 	}
+	if (verb_is(line, len, "RSET") && code / 100 != 2) {
+		/* SPEC 3: a transaction the server will not drop would linger. */
+		msg(LOG_ERR, "server refused RSET with %d; dropping it", code);
+		s->server_lost = 1;
+		client_reply(s, R_SERVER_LOST);
+		return END;
+	}
 	if (verb_is(line, len, "EHLO") && code == 250)
 		s->reply_len = ehlo_filter(s->reply, s->reply_len);
-	if (verb_is(line, len, "EHLO") || verb_is(line, len, "HELO") || verb_is(line, len, "RSET"))
+	if (verb_is(line, len, "EHLO") || verb_is(line, len, "HELO")) {
+		s->xclient[0] = s->xident[0] = '\0';
 		reset_transaction(s);
+	}
+	if (verb_is(line, len, "RSET"))
+		reset_transaction(s);
+	if (verb_is(line, len, "XFORWARD") && code / 100 == 2) {
+		xforward_value(s->xclient, sizeof(s->xclient), line, len, "ADDR", ADDR_CHARS);
+		xforward_value(s->xident, sizeof(s->xident), line, len, "IDENT", ID_CHARS);
+	}
 	if (verb_is(line, len, "MAIL") && code / 100 == 2) {
 		reset_transaction(s);
 		envelope_address(s->sender, sizeof(s->sender), line, len);
@@ -249,6 +303,10 @@ static int relay_command(struct session *s, const char *line, size_t len)
 			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", to=%s", rcpt);
 		else if (!strstr(s->rcpt_log, ", ..."))
 			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", ...");
+		used = strlen(s->rcpt_list);
+		if (used + strlen(rcpt) + 2 < sizeof(s->rcpt_list))
+			snprintf(s->rcpt_list + used, sizeof(s->rcpt_list) - used, "%s%s",
+				 used ? "\n" : "", rcpt);
 		s->recipients++;
 	}
 	relay_reply(s);
@@ -376,8 +434,11 @@ static int receive_body(struct session *s, struct spool *spool)
 {
 	static char decoded[2 * IO_CHUNK + 2];
 	enum data_state state = D_BOL;
+	size_t since = 0;
 	int rc = IO_OK;
 
+	/* SPEC 2: each 64 KiB must come within -t, however slowly it trickles. */
+	s->client.deadline = now_seconds() + s->client.timeout;
 	s->client.keepalive = &s->server;
 	while (rc == IO_OK) {
 		size_t used, n;
@@ -388,42 +449,45 @@ static int receive_body(struct session *s, struct spool *spool)
 		spool_write(spool, decoded, n);
 		if (state == D_END)
 			break;
+		since += used;
+		if (since >= IO_CHUNK) {
+			s->client.deadline = now_seconds() + s->client.timeout;
+			since = 0;
+		}
 		rc = conn_fill(&s->client);
 	}
 	s->client.keepalive = NULL;
+	s->client.deadline = 0;
 	return rc;
 }
 
-/* copy_stuffed - the spool through data_encode: some line starts with "." */
-static int copy_stuffed(struct session *s, struct spool *spool)
+/* copy_stuffed - spool bytes [at, to) through data_encode: some line starts with "." */
+static int copy_stuffed(struct session *s, struct spool *spool, off_t at, off_t to)
 {
 	static char chunk[IO_CHUNK], stuffed[2 * IO_CHUNK];
-	int at_bol = 1;
-	off_t at = 0;
+	int at_bol = 1;         /* every piece starts at a line start */
 
-	for (;;) {
-		ssize_t n = pread(spool->fd, chunk, sizeof(chunk), at);
-		if (n < 0) {
-			msg(LOG_ERR, "cannot read spool: %s", strerror(errno));
+	while (at < to) {
+		size_t want = to - at < (off_t)sizeof(chunk) ? (size_t)(to - at) : sizeof(chunk);
+		ssize_t n = pread(spool->fd, chunk, want, at);
+		if (n <= 0) {
+			msg(LOG_ERR, "cannot read spool: %s", n < 0 ? strerror(errno) : "it is shorter than stored");
 			return IO_ERROR;
 		}
-		if (n == 0)
-			return IO_OK;
 		at += n;
 		if (conn_write(&s->server, stuffed, data_encode(&at_bol, chunk, (size_t)n, stuffed)) != IO_OK)
 			return IO_ERROR;
 	}
+	return IO_OK;
 }
 
-/* copy_direct - no line needs a dot: the kernel copies spool to socket */
-static int copy_direct(struct session *s, struct spool *spool)
+/* copy_direct - spool bytes [at, to), no line needs a dot: the kernel copies */
+static int copy_direct(struct session *s, struct spool *spool, off_t at, off_t to)
 {
-	off_t at = 0;
-
-	if (conn_flush(&s->server) != IO_OK)    /* the header goes first */
+	if (conn_flush(&s->server) != IO_OK)    /* what was written before goes first */
 		return IO_ERROR;
-	while (at < spool->size) {
-		ssize_t n = sendfile(s->server.wfd, spool->fd, &at, (size_t)(spool->size - at));
+	while (at < to) {
+		ssize_t n = sendfile(s->server.wfd, spool->fd, &at, (size_t)(to - at));
 		if (n > 0 || (n < 0 && errno == EINTR))
 			continue;
 		if (n == 0)
@@ -436,8 +500,45 @@ static int copy_direct(struct session *s, struct spool *spool)
 	return IO_OK;
 }
 
-/* send_message - DATA, the header, the stuffed spool, "."; the server's code */
-static int send_message(struct session *s, struct spool *spool)
+/* copy_piece - spool bytes [at, to) to the server, stuffed when they need it */
+static int copy_piece(struct session *s, struct spool *spool, off_t at, off_t to)
+{
+	if (at >= to)
+		return IO_OK;
+	return spool->dot_lines ? copy_stuffed(s, spool, at, to) : copy_direct(s, spool, at, to);
+}
+
+/*
+ * copy_message - the spool to the server. When we add a status field, the
+ * ones the message brought are left out (SPEC 8.4): no sender forges it.
+ */
+static int copy_message(struct session *s, struct spool *spool, int strip)
+{
+	struct range field;
+	off_t at = 0;
+	int found;
+
+	while (strip && (found = spool_next_field(spool, STATUS_FIELD, at, &field)) != 0) {
+		if (found < 0 || copy_piece(s, spool, at, field.from) != IO_OK)
+			return IO_ERROR;
+		msg(LOG_NOTICE, "left out the message's own %s field", STATUS_FIELD);
+		at = field.to;
+	}
+	return copy_piece(s, spool, at, spool->size);
+}
+
+/* header_line - one added header line, if it is set */
+static int header_line(struct session *s, const char *line)
+{
+	if (!line || !line[0])
+		return IO_OK;
+	if (conn_write(&s->server, line, strlen(line)) != IO_OK)
+		return IO_ERROR;
+	return conn_write(&s->server, "\r\n", 2);
+}
+
+/* send_message - DATA, our headers, the stuffed spool, "."; the server's code */
+static int send_message(struct session *s, struct spool *spool, const char *status)
 {
 	int code = to_server(s, "DATA", 4);
 
@@ -449,78 +550,196 @@ static int send_message(struct session *s, struct spool *spool)
 		s->server_lost = 1;
 		return IO_ERROR;
 	}
-	if ((cfg->header[0] && (conn_write(&s->server, cfg->header, strlen(cfg->header)) != IO_OK ||
-				conn_write(&s->server, "\r\n", 2) != IO_OK)) ||
-	    (spool->dot_lines ? copy_stuffed(s, spool) : copy_direct(s, spool)) != IO_OK ||
+	errno = 0;
+	if (header_line(s, cfg->header) != IO_OK || header_line(s, status) != IO_OK ||
+	    copy_message(s, spool, status != NULL) != IO_OK ||
 	    conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK) {
 		/* Dropping the connection before "." is the only safe abort. */
-		msg(LOG_ERR, "message transfer to server failed: %s", strerror(errno));
+		msg(LOG_ERR, "message transfer to server failed: %s",
+		    errno ? strerror(errno) : "timed out");
 		s->server_lost = 1;
 		return IO_ERROR;
 	}
 	return read_reply(s);
 }
 
-/* log_message - SPEC 4.9: one line per message, whatever became of it */
-static void log_message(struct session *s, off_t size, const char *status, int code)
+/* queued_as - the id in the server's "... queued as ID" reply, letters and digits */
+static void queued_as(const struct session *s, char *out, size_t cap)
 {
-	char id[40], server[12] = "none";
+	const char *at = memmem(s->reply, s->reply_len, "queued as ", 10);
+	size_t len;
 
-	snprintf(id, sizeof(id), "%lX%05X.%u", (unsigned long)time(NULL) & 0xFFFFFFF,
-		 (unsigned)getpid() & 0xFFFFF, ++s->messages);
-	if (code > 0)
-		snprintf(server, sizeof(server), "%d", code);
-	msg(LOG_INFO, "%s: from=%s%s, size=%lld, status=%s, server=%s", id,
-	    s->sender[0] ? s->sender : "<>", s->rcpt_log, (long long)size, status, server);
+	out[0] = '\0';
+	if (!at)
+		return;
+	at += 10;
+	len = strspn(at, ID_CHARS);
+	if (len == 0 || len >= cap || len > (size_t)(s->reply + s->reply_len - at))
+		return;
+	memcpy(out, at, len);
+	out[len] = '\0';
 }
 
-/* abandon - give up on a message the server has not seen: RSET, 4xx */
-static int abandon(struct session *s, const char *reply)
+/*
+ * log_message - SPEC 9.3: one line per message, whatever became of it;
+ * our own findings first, what peers supplied last, so that no address
+ * can forge an earlier field. code is the server's reply to the message
+ * itself, 0 when it was not sent on.
+ */
+static void log_message(struct session *s, int level, off_t size, const char *status,
+			int code, const struct scan *scan)
+{
+	char id[40], fields[600] = "", queued[64];
+	size_t used = 0;
+
+#define FIELD(...) (used += (size_t)snprintf(fields + used, sizeof(fields) - used, __VA_ARGS__), \
+		    used = used < sizeof(fields) ? used : sizeof(fields) - 1)
+	snprintf(id, sizeof(id), "%lX%05X.%u", (unsigned long)time(NULL) & 0xFFFFFFF,
+		 (unsigned)getpid() & 0xFFFFF, ++s->messages);
+	if (code > 0) {
+		FIELD(", server=%d", code);
+		queued_as(s, queued, sizeof(queued));
+		if (queued[0])
+			FIELD(", queued_as=%s", queued);
+	}
+	if (scan && scan->member)
+		FIELD(", clamd=%s", scan->member);
+	if (scan && (scan->member || scan->result == SCAN_ERROR))
+		FIELD(", scan_ms=%ld", scan->ms);
+	if (s->xclient[0])
+		FIELD(", client=%s", s->xclient);
+	if (s->xident[0])
+		FIELD(", qid=%s", s->xident);
+#undef FIELD
+	msg(level, "%s: status=%s, size=%lld%s, from=%s%s", id, status, (long long)size, fields,
+	    s->sender[0] ? s->sender : "<>", s->rcpt_log);
+}
+
+/* abandon - give up on a message the server has not seen: RSET, our reply */
+static void abandon(struct session *s, const char *reply)
 {
 	int code = to_server(s, "RSET", 4);
 
+	if (code >= 0 && code / 100 != 2) {
+		/* SPEC 3: a transaction the server will not drop would linger. */
+		msg(LOG_ERR, "server refused RSET with %d; dropping it", code);
+		s->server_lost = 1;
+	}
 	client_reply(s, reply);
-	return code;
 }
 
-/* deliver - the scanned, clean message goes on; the server's reply is ours */
-static void deliver(struct session *s, struct spool *spool)
+/* deliver - the message goes on; the server's reply to it is the client's */
+static void deliver(struct session *s, struct spool *spool, const char *mark, int level,
+		    const char *status, const struct scan *scan)
 {
-	int code = send_message(s, spool);
+	char field[300];
+	int code;
 
+	if (mark)
+		snprintf(field, sizeof(field), "%s: %s", STATUS_FIELD, mark);
+	code = send_message(s, spool, mark ? field : NULL);
 	if (code < 0) {
 		client_reply(s, R_FORWARD_FAIL);
-		log_message(s, spool->size, "ERROR:server failed during transfer", code);
+		log_message(s, LOG_ERR, spool->size, "ERROR:server failed during transfer", 0, scan);
 		return;
 	}
 	relay_reply(s);
-	log_message(s, spool->size, "CLEAN", code);
+	log_message(s, level, spool->size, status, code, scan);
 }
 
-/* infected - drop or reject a virus, after keeping it if asked to */
-static void infected(struct session *s, struct spool *spool, const char *virus)
+/*
+ * virus_action - SPEC 9.2: the -x program learns of the virus. Values go
+ * in the environment only, never through a shell; each is printable and
+ * bounded (the addresses already are).
+ */
+static void virus_action(struct session *s, const struct spool *spool, const char *virus,
+			 const char *action, const char *quarantine)
 {
-	char status[340], path[4096];
-	int code;
+	char env[9][4200];
+	const char *envp[10];
 
-	if (cfg->quarantine && spool_quarantine(spool, path, sizeof(path)) == 0)
-		msg(LOG_NOTICE, "quarantined message with %s as %s", virus, path);
-	if (cfg->bounce) {
+	if (!cfg->hook)
+		return;
+	snprintf(env[0], sizeof(env[0]), "PATH=/usr/bin:/bin");
+	snprintf(env[1], sizeof(env[1]), "VIRUS=%.200s", virus);
+	snprintf(env[2], sizeof(env[2]), "SENDER=%s", s->sender[0] ? s->sender : "<>");
+	snprintf(env[3], sizeof(env[3]), "RECIPIENTS=%s", s->rcpt_list);
+	snprintf(env[4], sizeof(env[4]), "CLIENT=%s", s->xclient[0] ? s->xclient : s->peer);
+	snprintf(env[5], sizeof(env[5]), "QUEUE_ID=%s", s->xident);
+	snprintf(env[6], sizeof(env[6]), "SIZE=%lld", (long long)spool->size);
+	snprintf(env[7], sizeof(env[7]), "ACTION=%s", action);
+	snprintf(env[8], sizeof(env[8]), "QUARANTINE=%.4000s", quarantine ? quarantine : "");
+	for (int i = 0; i < 9; i++)
+		envp[i] = env[i];
+	envp[9] = NULL;
+	conn_flush(&s->client);         /* the client need not wait for the hook */
+	run_hook(cfg->hook, envp);
+}
+
+/* infected - SPEC 4.5, 8.4: keep it if asked, then drop, reject or pass it marked */
+static void infected(struct session *s, struct spool *spool, const struct scan *scan)
+{
+	char status[300], mark[300], path[4096];
+	int kept = cfg->quarantine && spool_quarantine(spool, path, sizeof(path)) == 0;
+
+	if (kept)
+		msg(LOG_NOTICE, "quarantined message with %s as %s", scan->name, path);
+	snprintf(status, sizeof(status), "VIRUS:%.200s", scan->name);
+	if (cfg->pass_infected) {
+		snprintf(mark, sizeof(mark), "Infected (%.200s)", scan->name);
+		deliver(s, spool, mark, LOG_WARNING, status, scan);
+	} else if (cfg->bounce) {
 		char reply[400];
-		snprintf(reply, sizeof(reply), R_VIRUS_BOUNCE, virus);
-		code = abandon(s, reply);
+		snprintf(reply, sizeof(reply), R_VIRUS_BOUNCE, scan->name);
+		abandon(s, reply);
+		log_message(s, LOG_NOTICE, spool->size, status, 0, scan);
 	} else {
-		code = abandon(s, R_VIRUS_DROP);
+		abandon(s, R_VIRUS_DROP);
+		log_message(s, LOG_NOTICE, spool->size, status, 0, scan);
 	}
-	snprintf(status, sizeof(status), "VIRUS:%s", virus);
-	log_message(s, spool->size, status, code);
+	/* After the reply is decided: whatever the hook does changes nothing. */
+	virus_action(s, spool, scan->name, cfg->pass_infected ? "passed" : cfg->bounce ? "rejected"
+		     : "dropped", kept ? path : NULL);
+}
+
+/* scan_failed - SPEC 8.2: 451 by default; with -f pass, on its way marked */
+static void scan_failed(struct session *s, struct spool *spool, const struct scan *scan)
+{
+	if (cfg->fail_open) {
+		msg(LOG_WARNING, "scan failed (%s); passing the message on unscanned (-f pass)",
+		    scan->name);
+		deliver(s, spool, "Unscanned (scan failed)", LOG_WARNING, "UNSCANNED:scan failed", scan);
+		return;
+	}
+	msg(LOG_ERR, "scan failed: %s", scan->name);
+	abandon(s, R_SCAN_FAIL);
+	log_message(s, LOG_ERR, spool->size, "ERROR:scan failed", 0, scan);
+}
+
+/* scan_and_send - the stored message: scanned and sent on, dropped or refused */
+static void scan_and_send(struct session *s, struct spool *spool)
+{
+	struct scan scan;
+
+	if (cfg->max_scan && spool->size > cfg->max_scan) {
+		/* SPEC 8.3: over -s, clamd is not asked; the mark says so. */
+		deliver(s, spool, "Unscanned (too large)", LOG_WARNING, "UNSCANNED:too large", NULL);
+		return;
+	}
+	clamd_scan(spool, &scan, &s->server);
+	if (scan.result == SCAN_CLEAN)
+		deliver(s, spool, cfg->mark_clean ? "Clean" : NULL, LOG_INFO, "CLEAN", &scan);
+	else if (scan.result == SCAN_VIRUS)
+		infected(s, spool, &scan);
+	else
+		scan_failed(s, spool, &scan);
 }
 
 /* do_data - SPEC 4: take the body, scan it, then forward, drop or fail */
 static int do_data(struct session *s)
 {
 	struct spool *spool = &s->spool;
-	char verdict[300], status[340];
+	char status[340];
 	int rc, err;
 
 	if (s->recipients == 0) {
@@ -531,32 +750,23 @@ static int do_data(struct session *s)
 	spool_open(spool);      /* on failure the body is still read, then refused */
 	rc = receive_body(s, spool);
 	if (rc != IO_OK) {
-		log_message(s, spool->size, rc == IO_TIMEOUT ? "ERROR:client timed out in the body"
-			    : "ERROR:client went away in the body", 0);
+		log_message(s, LOG_ERR, spool->size, rc == IO_TIMEOUT ? "ERROR:client timed out in the body"
+			    : "ERROR:client went away in the body", 0, NULL);
 		if (rc == IO_TIMEOUT)
 			client_reply(s, R_TIMEOUT);
+		s->client_gone = 1;
 		return END;
 	}
 	if ((err = spool_finish(spool)) != 0) {
-		int code = abandon(s, err == ENOSPC || err == EDQUOT || err == EFBIG
-				   ? R_NO_SPACE : R_SPOOL_FAIL);
+		/* SPEC 8.2: never passed on, whatever -f says. */
+		abandon(s, err == ENOSPC || err == EDQUOT || err == EFBIG ? R_NO_SPACE : R_SPOOL_FAIL);
 		snprintf(status, sizeof(status), "ERROR:spool: %s", strerror(err));
-		log_message(s, spool->size, status, code);
+		log_message(s, LOG_ERR, spool->size, status, 0, NULL);
 	} else {
-		switch (clamd_scan(spool->fd, spool->size, verdict, sizeof(verdict), &s->server)) {
-		case SCAN_CLEAN:
-			deliver(s, spool);
-			break;
-		case SCAN_VIRUS:
-			infected(s, spool, verdict);
-			break;
-		default:
-			msg(LOG_ERR, "scan failed: %s", verdict);
-			snprintf(status, sizeof(status), "ERROR:%s", verdict);
-			log_message(s, spool->size, status, abandon(s, R_SCAN_FAIL));
-		}
+		scan_and_send(s, spool);
 	}
 	reset_transaction(s);
+	s->xclient[0] = s->xident[0] = '\0';    /* XFORWARD is per transaction */
 	return NEXT;
 }
 
@@ -595,12 +805,14 @@ static int next_command(struct session *s, size_t *len)
 		msg(LOG_NOTICE, "stopping: closing the session");
 		client_reply(s, R_SHUTDOWN);
 	}
+	if (rc != IO_OK && rc != IO_TOO_LONG)
+		s->client_gone = 1;
 	if (rc == IO_TOO_LONG) {
 		client_reply(s, R_LINE_LONG);
 		return 0;
 	}
 	if (rc == IO_TIMEOUT) {
-		msg(LOG_NOTICE, "client timed out");
+		msg(LOG_NOTICE, "client timed out: no whole command within %d s", cfg->timeout);
 		client_reply(s, R_TIMEOUT);
 	}
 	if (rc != IO_OK)
@@ -667,14 +879,40 @@ static void linger_close(struct conn *client)
 }
 
 /* log_client - who the session is for, as the log's first line */
-static void log_client(int fd)
+static void log_client(struct session *s, int fd)
 {
 	struct addr peer;
 
-	if (is_socket(fd) && peer_addr(fd, "0", &peer) == 0)
+	s->peer[0] = '\0';
+	if (is_socket(fd) && peer_addr(fd, "0", &peer) == 0) {
+		snprintf(s->peer, sizeof(s->peer), "%.63s", peer.host);
 		msg(LOG_INFO, "connection from %s", peer.host);
-	else
+	} else {
 		msg(LOG_INFO, "session on standard input");
+	}
+}
+
+/* quit_server - QUIT for a server whose client is still there, else a goodbye unread */
+static void quit_server(struct session *s)
+{
+	if (s->server_lost || s->quit_sent)
+		return;
+	if (!s->client_gone) {
+		to_server(s, "QUIT", 4);
+		return;
+	}
+	/* SPEC 2: nobody waits for the reply; the server closes its side itself. */
+	if (send(s->server.wfd, "QUIT\r\n", 6, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		msg(LOG_DEBUG, "could not say QUIT to the server: %s", strerror(errno));
+}
+
+/* restore_flags - a pipe's O_NONBLOCK is shared with whoever else holds it: undo ours */
+static void restore_flags(int in, int in_flags, int out, int out_flags)
+{
+	if (in_flags >= 0)
+		fcntl(in, F_SETFL, in_flags);
+	if (out_flags >= 0)
+		fcntl(out, F_SETFL, out_flags);
 }
 
 /* smtp_session - serve one client on in/out until it is done */
@@ -684,17 +922,22 @@ int smtp_session(int in, int out)
 	struct session *s = &sess;
 	const char *refusal = NULL;
 	size_t len;
-	int fd;
+	int fd, in_flags, out_flags;
 
 	/* Only the small fields: conn_init sets up the conns, and the buffers
 	 * are always written before they are read (no page need be touched). */
 	memset(&s->server_lost, 0, offsetof(struct session, reply) - offsetof(struct session, server_lost));
-	log_client(in);
+	srand((unsigned)getpid() ^ (unsigned)time(NULL));      /* the pool's start (SPEC 8.1) */
+	block_stop_signals();
+	log_client(s, in);
+	in_flags = fcntl(in, F_GETFL);
+	out_flags = fcntl(out, F_GETFL);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
 	fd = connect_server(in, &refusal);
 	if (fd < 0) {
 		client_reply(s, refusal);
 		conn_flush(&s->client);
+		restore_flags(in, in_flags, out, out_flags);
 		return 1;
 	}
 	conn_init(&s->server, fd, fd, "server", cfg->timeout);
@@ -705,6 +948,7 @@ int smtp_session(int in, int out)
 		client_reply(s, R_SERVER_LOST);
 		conn_flush(&s->client);
 		close(fd);
+		restore_flags(in, in_flags, out, out_flags);
 		return 1;
 	}
 	relay_reply(s);
@@ -713,11 +957,11 @@ int smtp_session(int in, int out)
 		if (got < 0 || (got > 0 && command(s, s->line, len) == END))
 			break;
 	}
-	if (!s->server_lost && !s->quit_sent)
-		to_server(s, "QUIT", 4);
+	quit_server(s);
 	conn_flush(&s->client);
 	close(fd);
 	spool_close(&s->spool);
 	linger_close(&s->client);
+	restore_flags(in, in_flags, out, out_flags);
 	return 0;
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ int spool_open(struct spool *s)
 	char path[4096];
 
 	s->size = 0;
+	s->stored = 0;
 	s->len = 0;
 	s->error = 0;
 	s->dot_lines = 0;
@@ -57,12 +59,30 @@ int spool_open(struct spool *s)
 	return 0;
 }
 
-/* spool_drain - the buffer to the file; the first error is kept */
+/*
+ * spool_drain - the buffer to the file at its own offset; the first error
+ * is kept. pwrite, because clamd shares the descriptor's file offset (FILDES)
+ * and a reused spool must never be written behind the last message.
+ */
 static void spool_drain(struct spool *s)
 {
-	if (s->len && !s->error &&
-	    write_all(s->fd, s->buf, s->len, cfg->timeout, NULL) != IO_OK)
-		s->error = errno ? errno : EIO;
+	const char *p = s->buf;
+	size_t left = s->len;
+
+	while (left > 0 && !s->error && s->fd >= 0) {
+		ssize_t n = pwrite(s->fd, p, left, s->stored);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			s->error = n < 0 ? errno : EIO;
+			break;
+		}
+		p += n;
+		left -= (size_t)n;
+		s->stored += n;
+	}
+	if (s->fd < 0 && !s->error)
+		s->error = EBADF;
 	s->len = 0;
 }
 
@@ -141,7 +161,8 @@ int header_valid(const char *header)
 
 	if (!*header)
 		return 1;       /* -h '' adds no header */
-	if (!colon || colon == header || strlen(header) > 998)
+	/* A leading dot would be taken as stuffing and lost (RFC 5321 4.5.2). */
+	if (!colon || colon == header || header[0] == '.' || strlen(header) > 998)
 		return 0;
 	for (const char *p = header; p < colon; p++)
 		if (*p <= ' ' || *p > '~')
@@ -154,4 +175,88 @@ int header_valid(const char *header)
 		if (*p < ' ' || *p > '~')
 			return 0;
 	return 1;
+}
+
+/* window_at - spool bytes from at on, at least a line's start of them */
+static const char *window_at(struct spool *s, struct window *w, off_t at, size_t *avail)
+{
+	off_t have_to = w->at + (off_t)w->len;
+	off_t want = s->size - at < 256 ? s->size - at : 256;
+
+	if (at < w->at || at + want > have_to) {
+		ssize_t n = pread(s->fd, w->data, sizeof(w->data), at);
+		if (n <= 0)
+			return NULL;
+		w->at = at;
+		w->len = (size_t)n;
+	}
+	*avail = (size_t)(w->at + (off_t)w->len - at);
+	return w->data + (at - w->at);
+}
+
+/* line_end - the offset just past the line break of the line starting at at */
+static off_t line_end(struct spool *s, struct window *w, off_t at)
+{
+	for (;;) {
+		size_t avail;
+		const char *p = window_at(s, w, at, &avail);
+		const char *nl = p ? memchr(p, '\n', avail) : NULL;
+
+		if (!p)
+			return s->size;
+		if (nl)
+			return at + (nl - p) + 1;
+		at += (off_t)avail;
+	}
+}
+
+/* field_named - whether a header line starts the field name (any case, RFC 5322 2.2) */
+static int field_named(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name), i = n;
+
+	if (len < n + 1 || strncasecmp(line, name, n) != 0)
+		return 0;
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;                    /* RFC 5322 4.5.3: obsolete space before the colon */
+	return i < len && line[i] == ':';
+}
+
+/*
+ * spool_next_field - the next field of this name in the header section, at
+ * or after the line start from, with its folded lines: 1 and its bytes in
+ * found, 0 when there is none, -1 on a read error. The spool holds CRLF
+ * lines only; the header section ends at the first empty line.
+ */
+int spool_next_field(struct spool *s, const char *name, off_t from, struct range *found)
+{
+	static struct window w;
+	off_t at = from;
+
+	if (from == 0)
+		w.at = w.len = 0;
+	*found = (struct range){ -1, -1 };
+	while (at < s->size) {
+		size_t avail;
+		const char *line = window_at(s, &w, at, &avail);
+		int folded;
+		off_t end;
+
+		if (!line) {
+			msg(LOG_ERR, "cannot read spool: %s", strerror(errno ? errno : EIO));
+			return -1;
+		}
+		if (line[0] == '\r' || line[0] == '\n')
+			break;          /* the empty line: the body follows */
+		folded = line[0] == ' ' || line[0] == '\t';
+		if (found->from >= 0 && !folded)
+			return 1;       /* the field ended with the line before */
+		end = line_end(s, &w, at);
+		if (found->from >= 0)
+			found->to = end;
+		else if (!folded && field_named(line, avail, name))
+			*found = (struct range){ at, end };
+		at = end;
+	}
+	return found->from >= 0;
 }

@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the command to run and fails.
 # Usage: tests/deps.sh [extra-package ...]
 set -e
-need="bats clamav-daemon swaks socat python3 xinetd systemd postfix netcat-openbsd groff-base procps $*"
+need="bats clamav-daemon swaks libio-socket-inet6-perl socat python3 xinetd systemd postfix netcat-openbsd groff-base procps $*"
 missing=
 for pkg in $need; do
 	dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
@@ -24,4 +24,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 	chmod 755 /usr/sbin/policy-rc.d
 	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-apt-get install -y -qq $missing >/dev/null
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -42,7 +42,7 @@ commands_line() {
 # keepalive NOOPs may fall between RCPT and RSET, and the client's NOOP and
 # QUIT follow
 # what the log may say when clamd closed the connection without a verdict
-CLOSED="clamd.*(closed|no answer|without a verdict|EOF)"
+CLOSED="(closed|no answer|without a verdict|EOF)"
 
 ABANDONED='^EHLO c MAIL FROM:<sender@example.test> RCPT TO:<rcpt@example.test> (NOOP )*RSET NOOP QUIT $'
 
@@ -53,7 +53,8 @@ scan_failed() {
 	grep -q $'^451 4.3.0 Virus scan failed, try again later\r$' "$T/out"
 	[[ "$(commands_line)" =~ $ABANDONED ]]
 	[ "$(count_messages)" = 0 ]
-	grep -qE "status=ERROR:.*($1)" "$T/err"
+	grep -q "status=ERROR:scan failed" "$T/err"
+	grep -qE "clamd .* failed \(pass 2 of 2\): .*($1)" "$T/err"
 }
 
 # --- a scripted client on a socket -------------------------------------
@@ -193,7 +194,7 @@ elapsed_under() {
 	a_message "$T/body"
 	session "$T/body"
 	filter < "$T/in"
-	scan_failed "clamd unreachable"
+	scan_failed "cannot connect"
 }
 
 @test "clamd refuses (closes at once): 451, RSET, no DATA, session goes on" {
@@ -205,7 +206,7 @@ elapsed_under() {
 	scan_failed "$CLOSED"
 }
 
-@test "clamd hangs past -t: 451 after about -t seconds, RSET, no DATA" {
+@test "clamd hangs past -t: 451 after two tries of -t each and the pause, RSET, no DATA" {
 	TIMEOUT=2
 	start_server
 	start_fake_clamd hang
@@ -215,9 +216,9 @@ elapsed_under() {
 	filter < "$T/in"
 	took=$(( $(date +%s) - start ))
 	scan_failed "in time|time ?out|timed out"
-	[ "$took" -ge 1 ]    # -t counts whole seconds
-	[ "$took" -le 6 ]
-	grep -q '^FILDES' "$FAKE/commands.log"
+	[ "$took" -ge 3 ]    # -t counts whole seconds; SPEC 8.1: two passes, a pause between
+	[ "$took" -le 9 ]
+	[ "$(grep -c '^FILDES' "$FAKE/commands.log")" = 2 ]
 }
 
 @test "clamd answers garbage: 451, RSET, no DATA, session goes on" {
@@ -287,7 +288,7 @@ elapsed_under() {
 	[ "$(codes)" = "220 250 250 250 354 250 250 221" ]
 	[ "$(count_messages)" = 1 ]
 	without_header "$SRV/msg-1.eml" | cmp - "$T/body"
-	grep -q 'status=CLEAN, server=250' "$T/err"
+	grep -q 'status=CLEAN, size=[0-9]*, server=250' "$T/err"
 }
 
 # dropped_as NAME - the drop reply, nothing delivered, RSET, NAME logged
@@ -296,7 +297,7 @@ dropped_as() {
 	grep -q $'^250 2.7.0 Virus detected; message discarded\r$' "$T/out"
 	[ "$(count_messages)" = 0 ]
 	[[ "$(commands_line)" =~ $ABANDONED ]]
-	grep -q "status=VIRUS:$1, server=250" "$T/err"
+	grep -q "status=VIRUS:$1, size=[0-9]*, clamd=" "$T/err"
 }
 
 @test "real clamd over the unix socket: EICAR is dropped with 250 2.7.0" {
@@ -591,8 +592,10 @@ dropped_as() {
 # timeouts: keep an idle server awake; give up on a silent client
 
 @test "a slow client: the idle server is kept awake with NOOP, the mail arrives" {
-	TIMEOUT=4
-	start_server --idle-timeout 5
+	# 13 lines a second apart: within -t for the body (SPEC 2), but longer
+	# than the server's idle timeout; NOOPs go out every -t/2 = 10 s
+	TIMEOUT=20
+	start_server --idle-timeout 12
 	a_message "$T/body"
 	for i in $(seq 8); do printf 'Line %d of a slow body.\r\n' "$i"; done >> "$T/body"
 	[ "$(wc -l < "$T/body")" -ge 12 ]
@@ -604,7 +607,7 @@ dropped_as() {
 	reply
 	send QUIT\r\n
 	reply
-	wait 10
+	wait 25
 	EOF
 	drive "$T/script"
 	[ "$(cat "$T/rc")" = 0 ]
@@ -613,7 +616,7 @@ dropped_as() {
 	without_header "$SRV/msg-1.eml" | cmp - "$T/body"
 	! grep -q 'IDLE-TIMEOUT' "$SRV/commands.log" || false
 	[[ "$(commands_line)" =~ ^"EHLO c MAIL FROM:<sender@example.test> RCPT TO:<rcpt@example.test> "(NOOP )+"DATA QUIT "$ ]]
-	[ "$(server_commands | grep -c '^NOOP$')" -ge 3 ]
+	[ "$(server_commands | grep -c '^NOOP$')" -ge 1 ]
 }
 
 @test "a client silent after EHLO: 421 4.4.2 after -t, and clamsmtpd exits" {

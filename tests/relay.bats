@@ -77,7 +77,7 @@ load helpers
 	  cat "$T/body"; printf '.\r\nRSET\r\nQUIT\r\n'; } > "$T/in"
 	filter < "$T/in"
 	[ "$(codes)" = "220 250 250 250 550 250 250 354 250 250 221" ]
-	grep -q 'to=<x@example.test>, to=<y@example.test>, size=' "$T/err"
+	grep -q 'to=<x@example.test>, to=<y@example.test>$' "$T/err"
 }
 
 @test "a command line over 2048 bytes gets 500 5.5.2 and the session goes on" {

@@ -13,12 +13,12 @@
  *    whole and shorter than sun_path; a bare port is the text itself; a host
  *    is a slice of the text with only host characters), and every port is
  *    1..5 digits with a value from 1 to 65535;
- *  - clamd_verdict: clean exactly when the reply (up to NUL, trailing LFs
- *    dropped) ends in ": OK"; a virus only when it ends in " FOUND" with a
+ *  - clamd_verdict: clean exactly when the first reply (up to the first NUL
+ *    or LF) ends in ": OK"; a virus only when it ends in " FOUND" with a
  *    non-empty name after the last ": "; the name is NUL-terminated within
  *    cap and, for a virus, printable; nothing is written past cap;
  *  - header_valid agrees with a reference: "" or "Name:value" with a name
- *    of visible ASCII, a value of printable ASCII that is not only spaces
+ *    of visible ASCII not starting with a dot, a value of printable ASCII that is not only spaces
  *    (so no CR, LF or other control byte), at most 998 bytes in all;
  *  - printable writes printable ASCII and a NUL within cap and nothing
  *    beyond (nothing at all for cap 0), keeps as much as fits, and marks a
@@ -145,15 +145,15 @@ static size_t check_name(const char *name, size_t cap, int printable_only, const
 static void check_verdict(const char *src, size_t len, size_t cap)
 {
 	char *reply = malloc(len ? len : 1), *name = guarded(cap);
-	const char *nul = memchr(src, '\0', len);
+	const char *nul = memchr(src, '\0', len), *nl = memchr(src, '\n', len);
 	size_t n = nul ? (size_t)(nul - src) : len;
 	int rc, want = SCAN_ERROR;
 
 	if (!reply)
 		abort();
 	memcpy(reply, src, len);
-	while (n > 0 && src[n - 1] == '\n')
-		n--;
+	if (nl && (size_t)(nl - src) < n)
+		n = (size_t)(nl - src);         /* only the first reply counts */
 	if (n >= 4 && memcmp(src + n - 4, ": OK", 4) == 0) {
 		want = SCAN_CLEAN;
 	} else if (n > 6 && memcmp(src + n - 6, " FOUND", 6) == 0) {
@@ -187,7 +187,7 @@ static void check_header(const char *h)
 	int want = 1, rc;
 
 	if (*h) {
-		want = colon && colon > h && len <= 998;
+		want = colon && colon > h && h[0] != '.' && len <= 998;
 		for (const char *p = h; want && p < colon; p++)
 			want = *p > ' ' && *p <= '~';
 		for (value = colon ? colon + 1 : h; want && *value == ' '; value++)
