@@ -332,3 +332,42 @@ int clamd_verdict(const char *reply, size_t len, char *name, size_t cap)
 	snprintf(name, cap, "clamd said: %s", shown);
 	return SCAN_ERROR;
 }
+
+/* clamd_probe - SPEC 9.4: PING and VERSION to one member; 0 and the version, or -1 and why */
+int clamd_probe(const char *member, char *out, size_t cap)
+{
+	static const char *const commands[] = { "zPING", "zVERSION" };
+	char reply[2][256];
+
+	for (int i = 0; i < 2; i++) {
+		char why[400];
+		int is_unix, fd = clamd_connect(member, &is_unix, why, sizeof(why));
+		ssize_t len;
+
+		if (fd < 0) {
+			snprintf(out, cap, "cannot connect: %s", why);
+			return -1;
+		}
+		if (write_all(fd, commands[i], strlen(commands[i]) + 1, cfg->timeout, NULL) != IO_OK) {
+			snprintf(out, cap, "cannot send %s: %s", commands[i] + 1, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		len = read_answer(fd, reply[i], sizeof(reply[i]) - 1, NULL);
+		close(fd);
+		if (len <= 0 || (!memchr(reply[i], '\0', (size_t)len) && !memchr(reply[i], '\n', (size_t)len))) {
+			snprintf(out, cap, "no answer to %s", commands[i] + 1);
+			return -1;
+		}
+		reply[i][len] = '\0';
+		reply[i][strcspn(reply[i], "\n")] = '\0';
+	}
+	if (strcmp(reply[0], "PONG") != 0) {
+		char shown[200];
+		printable(shown, sizeof(shown), reply[0], strlen(reply[0]));
+		snprintf(out, cap, "PING answered \"%s\", not PONG", shown);
+		return -1;
+	}
+	printable(out, cap, reply[1], strlen(reply[1]));
+	return 0;
+}

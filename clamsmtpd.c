@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <pwd.h>
 #include <time.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -197,6 +199,39 @@ static off_t size_value(const char *text)
 	return (off_t)(n * unit);
 }
 
+/* user_entry - -u: a known user, and one we can become (SPEC 9.1) */
+static struct passwd *user_entry(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw)
+		die_usage("-u names no such user", user);
+	if (geteuid() != 0 && pw->pw_uid != geteuid())
+		die_usage("-u names another user, and only root can switch", user);
+	return pw;
+}
+
+/*
+ * drop_privileges - SPEC 9.1: the user's supplementary groups, its group,
+ * its uid, in that order; then prove that root cannot be had back
+ */
+static void drop_privileges(void)
+{
+	struct passwd *pw = cfg->user ? user_entry(cfg->user) : NULL;
+
+	if (!pw || geteuid() != 0)
+		return;         /* user_entry allowed only our own user then */
+	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "clamsmtpd: cannot become user %s: %s\n", cfg->user, strerror(errno));
+		exit(1);
+	}
+	if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		fprintf(stderr, "clamsmtpd: root could be regained after -u %s; stopping\n", cfg->user);
+		abort();
+	}
+}
+
 /* check_hook - -x: an absolute path to an executable regular file */
 static void check_hook(const char *program)
 {
@@ -268,7 +303,7 @@ static void parse_options(int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt(argc, argv, ":bc:d:D:f:h:l:m:p:Pqrs:St:vx:")) != -1) {
+	while ((c = getopt(argc, argv, ":bc:d:D:f:h:l:m:p:Pqrs:St:Tu:vx:")) != -1) {
 		switch (c) {
 		case 'b': config.bounce = 1; break;
 		case 'c':
@@ -291,6 +326,8 @@ static void parse_options(int argc, char **argv)
 		case 't': config.timeout = number(optarg, 1, 86400, "-t timeout"); break;
 		case 'v': printf("clamsmtpd %s\n", VERSION); exit(0);
 		case 'x': config.hook = optarg; break;
+		case 'T': config.self_test = 1; break;
+		case 'u': config.user = optarg; break;
 		case ':':
 			fprintf(stderr, "clamsmtpd: option -%c needs a value; %s\n", optopt, USAGE);
 			exit(2);
@@ -322,6 +359,8 @@ static void parse_options(int argc, char **argv)
 		check_address(config.clamaddr[i], "3310", "-c clamaddr");
 	if (config.hook)
 		check_hook(config.hook);
+	if (config.user)
+		user_entry(config.user);
 	if (config.bounce && config.pass_infected)
 		die_usage("-b rejects infected mail and -P passes it on: give one of them", NULL);
 	if (config.listenaddr)
@@ -897,6 +936,46 @@ void run_hook(const char *program, const char *const *envp)
 		msg(LOG_WARNING, "%s was killed by signal %d", program, WTERMSIG(status));
 }
 
+/* report - one line of -T: "ok" or "FAIL", what was checked, what was found */
+static int report(int ok, const char *what, const char *where, const char *detail)
+{
+	printf("%-4s %s %s: %s\n", ok ? "ok" : "FAIL", what, where, detail);
+	return ok ? 0 : 1;
+}
+
+/*
+ * self_test - SPEC 9.4: with the flags of a real run, as its user, check
+ * every clamd member, the server and the spool directory; 0 if all is well
+ */
+static int self_test(void)
+{
+	const char *members[CLAMD_MAX];
+	char detail[1024];
+	struct addr server;
+	struct spool spool = { .fd = -1 };
+	int failed = 0, n = clamd_members(members);
+
+	for (int i = 0; i < n; i++)
+		failed |= report(clamd_probe(members[i], detail, sizeof(detail)) == 0, "clamd",
+				 members[i], detail);
+	addr_parse(cfg->serveraddr, "25", &server);
+	if (server.kind == ADDR_PORT)
+		report(1, "server", cfg->serveraddr,
+		       "skipped: a bare port means each client's own address");
+	else
+		failed |= report(server_probe(detail, sizeof(detail)) == 0, "server",
+				 cfg->serveraddr, detail);
+	if (spool_open(&spool) == 0)
+		snprintf(detail, sizeof(detail), "a spool file can be made%s%s",
+			 cfg->user ? " as user " : "", cfg->user ? cfg->user : "");
+	else
+		snprintf(detail, sizeof(detail), "cannot make a spool file: %s", strerror(spool.error));
+	failed |= report(spool.fd >= 0, "tmpdir", cfg->tmpdir, detail);
+	spool_close(&spool);
+	fflush(stdout);
+	return failed;
+}
+
 /* listener_wanted - SPEC 2: -l, systemd's sockets, or no client on stdin */
 static int listener_wanted(void)
 {
@@ -942,7 +1021,14 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &stop, NULL);
 	sigaction(SIGINT, &stop, NULL);
 	sigaction(SIGCHLD, &child, NULL);
+	if (cfg->self_test) {
+		drop_privileges();
+		return self_test();
+	}
 	if (listener_wanted())
 		return listener();
+	/* SPEC 9.1: stdio mode is that user before it reads a client byte. */
+	drop_privileges();
+	check_tmpdir(cfg->tmpdir);
 	return smtp_session(0, 1);
 }

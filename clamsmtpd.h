@@ -66,6 +66,8 @@ struct config {
 	int mark_clean;         /* -S: X-Virus-Status: Clean on scanned mail */
 	int pass_infected;      /* -P: infected mail goes on, marked */
 	const char *hook;       /* -x: run for every virus found (SPEC 9.2) */
+	const char *user;       /* -u: drop root to this user (SPEC 9.1) */
+	int self_test;          /* -T: check the configuration and exit (SPEC 9.4) */
 	const char *tmpdir;     /* -D */
 	const char *header;     /* -h, "" for none */
 	const char *listenaddr; /* -l */
@@ -142,6 +144,7 @@ void run_hook(const char *program, const char *const *envp);
 
 /* smtp.c */
 int smtp_session(int in, int out);
+int server_probe(char *out, size_t cap);
 
 /* DATA decoding: a pure state machine, testable without sockets. */
 enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_SOFT_BOL, D_END };
@@ -166,6 +169,7 @@ int clamd_members(const char **members);
 int clamd_connect(const char *member, int *is_unix, char *why, size_t cap);
 int clamd_scan(struct spool *spool, struct scan *scan, struct conn *keepalive);
 int clamd_verdict(const char *reply, size_t len, char *name, size_t cap);
+int clamd_probe(const char *member, char *out, size_t cap);
 
 /* spool.c */
 struct spool {

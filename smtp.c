@@ -185,6 +185,16 @@ static void envelope_address(char *out, size_t cap, const char *line, size_t len
 	printable_utf8(out, cap, start, (size_t)((stop ? stop : end) - start));
 }
 
+/* span_of - how many of the len bytes at p are in allowed (p need not end in NUL) */
+static size_t span_of(const char *p, size_t len, const char *allowed)
+{
+	size_t n = 0;
+
+	while (n < len && p[n] && strchr(allowed, p[n]))
+		n++;
+	return n;
+}
+
 /* xforward_value - one NAME=value of an XFORWARD line, if every byte is allowed */
 static void xforward_value(char *out, size_t cap, const char *line, size_t len,
 			   const char *name, const char *allowed)
@@ -198,7 +208,7 @@ static void xforward_value(char *out, size_t cap, const char *line, size_t len,
 		size_t vlen = (size_t)((end ? end : line + len) - value);
 
 		/* [UNAVAILABLE] and xtext escapes fall outside the allowed set. */
-		if (vlen == 0 || vlen >= cap || strspn(value, allowed) < vlen)
+		if (vlen == 0 || vlen >= cap || span_of(value, vlen, allowed) < vlen)
 			return;
 		memcpy(out, value, vlen);
 		out[vlen] = '\0';
@@ -573,8 +583,8 @@ static void queued_as(const struct session *s, char *out, size_t cap)
 	if (!at)
 		return;
 	at += 10;
-	len = strspn(at, ID_CHARS);
-	if (len == 0 || len >= cap || len > (size_t)(s->reply + s->reply_len - at))
+	len = span_of(at, (size_t)(s->reply + s->reply_len - at), ID_CHARS);
+	if (len == 0 || len >= cap)
 		return;
 	memcpy(out, at, len);
 	out[len] = '\0';
@@ -963,5 +973,53 @@ int smtp_session(int in, int out)
 	spool_close(&s->spool);
 	linger_close(&s->client);
 	restore_flags(in, in_flags, out, out_flags);
+	return 0;
+}
+
+/*
+ * server_probe - SPEC 9.4: the server greets and answers EHLO; its name and
+ * the keywords we pass on go in out. 0 when it works, -1 with why.
+ */
+int server_probe(char *out, size_t cap)
+{
+	static struct session sess;
+	struct session *s = &sess;
+	const char *refusal = NULL;
+	size_t used = 0;
+	int fd, code;
+
+	memset(&s->server_lost, 0, offsetof(struct session, reply) - offsetof(struct session, server_lost));
+	fd = connect_server(-1, &refusal);
+	if (fd < 0) {
+		snprintf(out, cap, "%s", refusal ? refusal + 10 : "cannot connect");
+		return -1;
+	}
+	conn_init(&s->server, fd, fd, "server", cfg->timeout);
+	code = read_reply(s);
+	if (code == 220)
+		code = to_server(s, "EHLO clamsmtpd-selftest", 23);
+	if (code != 250) {
+		snprintf(out, cap, code < 0 ? "no valid greeting or EHLO reply (see the log)"
+					    : "EHLO answered %d", code);
+		close(fd);
+		return -1;
+	}
+	s->reply_len = ehlo_filter(s->reply, s->reply_len);
+	/* "name; keywords passed on: A B C": each reply line after its "250-" */
+	for (size_t at = 0, line = 0; at + 4 <= s->reply_len && used + 1 < cap; line++) {
+		const char *start = s->reply + at + 4;
+		const char *cr = memchr(start, '\r', s->reply_len - at - 4);
+		size_t n = cr ? (size_t)(cr - start) : s->reply_len - at - 4;
+		char shown[200];
+
+		printable(shown, sizeof(shown), start, n);
+		used += (size_t)snprintf(out + used, cap - used, "%s%s",
+					 line == 0 ? "" : line == 1 ? "; keywords passed on: " : " ", shown);
+		if (used >= cap)
+			used = cap - 1;
+		at += 4 + n + 2;
+	}
+	to_server(s, "QUIT", 4);
+	close(fd);
 	return 0;
 }

@@ -197,7 +197,7 @@ static const char *window_at(struct spool *s, struct window *w, off_t at, size_t
 /* line_end - the offset just past the line break of the line starting at at */
 static off_t line_end(struct spool *s, struct window *w, off_t at)
 {
-	for (;;) {
+	while (at < s->size) {
 		size_t avail;
 		const char *p = window_at(s, w, at, &avail);
 		const char *nl = p ? memchr(p, '\n', avail) : NULL;
@@ -208,6 +208,7 @@ static off_t line_end(struct spool *s, struct window *w, off_t at)
 			return at + (nl - p) + 1;
 		at += (off_t)avail;
 	}
+	return s->size;
 }
 
 /* field_named - whether a header line starts the field name (any case, RFC 5322 2.2) */
