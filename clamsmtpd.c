@@ -215,20 +215,32 @@ static struct passwd *user_entry(const char *user)
  * drop_privileges - SPEC 9.1: the user's supplementary groups, its group,
  * its uid, in that order; then prove that root cannot be had back
  */
-static void drop_privileges(void)
+static int drop_privileges(char *why, size_t cap)
 {
 	struct passwd *pw = cfg->user ? user_entry(cfg->user) : NULL;
 
 	if (!pw || geteuid() != 0)
-		return;         /* user_entry allowed only our own user then */
+		return 0;       /* user_entry allowed only our own user then */
 	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
 	    setuid(pw->pw_uid) < 0) {
-		fprintf(stderr, "clamsmtpd: cannot become user %s: %s\n", cfg->user, strerror(errno));
-		exit(1);
+		snprintf(why, cap, "cannot become user %s: %s", cfg->user, strerror(errno));
+		return -1;
 	}
 	if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
-		fprintf(stderr, "clamsmtpd: root could be regained after -u %s; stopping\n", cfg->user);
-		abort();
+		snprintf(why, cap, "root could be regained after -u %s", cfg->user);
+		abort();        /* never serve a client like that */
+	}
+	return 0;
+}
+
+/* become_user - -u for stdio mode and -T: one line on stderr if it fails */
+static void become_user(void)
+{
+	char why[512];
+
+	if (drop_privileges(why, sizeof(why)) < 0) {
+		fprintf(stderr, "clamsmtpd: %s\n", why);
+		exit(1);
 	}
 }
 
@@ -784,6 +796,7 @@ static int stop_listening(int *fds, int nfds, int own_socket, int status)
 /* listen_start - sockets, daemon, pidfile: everything before the first accept */
 static int listen_start(int *fds, int *own_socket)
 {
+	char why[512];
 	int nfds;
 
 	sessions = calloc((size_t)cfg->maxconn, sizeof(*sessions));
@@ -801,6 +814,13 @@ static int listen_start(int *fds, int *own_socket)
 	signal(SIGHUP, SIG_IGN);
 	if (cfg->pidfile)
 		pidfile_write(cfg->pidfile);
+	/* SPEC 9.1: bound and the pidfile written, then the user, before any accept. */
+	if (drop_privileges(why, sizeof(why)) < 0)
+		start_failed("%s", why);
+	if (cfg->user && access(cfg->tmpdir, W_OK | X_OK) < 0)
+		start_failed("-D tmpdir %s is not writable by user %s", cfg->tmpdir, cfg->user);
+	if (!cfg->user && geteuid() == 0)
+		msg(LOG_WARNING, "running as root; -u user would drop root after binding");
 	log_sockets(fds, nfds);
 	msg(LOG_NOTICE, "listening for connections, at most %d at once", cfg->maxconn);
 	listener_ready();
@@ -1022,13 +1042,13 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &stop, NULL);
 	sigaction(SIGCHLD, &child, NULL);
 	if (cfg->self_test) {
-		drop_privileges();
+		become_user();
 		return self_test();
 	}
 	if (listener_wanted())
 		return listener();
 	/* SPEC 9.1: stdio mode is that user before it reads a client byte. */
-	drop_privileges();
+	become_user();
 	check_tmpdir(cfg->tmpdir);
 	return smtp_session(0, 1);
 }
