@@ -519,6 +519,11 @@ $warnvirussender = 0;
             argv = line.split()
             argv[1:1] = ["-d", "1"]      # in the foreground, errors only
             self.configs["clamsmtpd"] = " ".join(argv)
+            if self.b.args.perf:
+                # the profile of every session the listener forks (the VM has no PMU)
+                argv = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-g",
+                        "-o", os.path.join(self.b.work, "perf-%s.data" % self.name),
+                        "--"] + argv
             self.filter = self.b.procs.start(argv, logp, self.filter_group)
         elif self.name == "milter":
             os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
@@ -556,6 +561,15 @@ $warnvirussender = 0;
             subprocess.run([self.b.instance, "stop", self.pf], stdin=subprocess.DEVNULL)
             self.master = None
         if self.filter is not None:
+            if self.b.args.perf and self.name in ("after", "before"):
+                # perf waits for its workload: stop clamsmtpd, then perf writes
+                snap = snapshot()
+                for pid in [p for p, (pp, _) in snap.items() if pp == self.filter.pid]:
+                    os.kill(pid, signal.SIGTERM)
+                try:
+                    self.filter.wait(60)
+                except subprocess.TimeoutExpired:
+                    pass
             self.b.procs.stop(self.filter, 30.0)
             self.filter = None
 
@@ -1186,6 +1200,8 @@ def main():
     ap.add_argument("--quiet-budget", type=float, default=60)
     ap.add_argument("--sample-s", type=float, default=0.2)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--perf", action="store_true",
+                    help="run clamsmtpd under perf record (its CPU figures then include perf)")
     args = ap.parse_args()
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS
     if not args.report_only:

@@ -11,7 +11,8 @@
 #                  unless OUT/SVG are given)
 #   RUNS=N         runs per cell (default 3; QUICK: 1)
 #   SYSTEMS=a,b    a subset of postfix,milter,amavis,after,before
-#   CLAMSMTPD=path the binary to measure (default: build ./clamsmtpd with make)
+#   CLAMSMTPD=path the binary to measure (default: build ./clamsmtpd with make);
+#                  CLAMSMTPD_DESC=text says what it is in the report
 #   NO_BUILD=1     do not run make
 #   OUT=path       the report (default bench/PEERS.md; QUICK: in the run's dir)
 #   SVG=path       the chart (default bench/peers.svg; QUICK: in the run's dir)
@@ -20,6 +21,9 @@
 #   MAX_SECONDS=N  start no new run after N seconds (default 1500)
 #   QUIET_BUDGET=N before a run, wait (at most 5 s) while other programs keep
 #                  more than 30% of a core busy; at most N s in all (default 60)
+#   PERF=1         run clamsmtpd under perf record -g (cpu-clock) and leave
+#                  perf-after.txt and perf-before.txt (by symbol) in the run's
+#                  dir; its CPU figures then include perf's own
 #
 # As root it installs what is missing from Debian's archive, with
 # --no-install-recommends and no service allowed to start (policy-rc.d says
@@ -101,7 +105,7 @@ trap 'exit 130' INT TERM
 # The binary under test, copied so that a rebuild during the run changes nothing.
 if [ -n "${CLAMSMTPD:-}" ]; then
 	src=$CLAMSMTPD
-	desc="$CLAMSMTPD (tree at $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown))"
+	desc=${CLAMSMTPD_DESC:-"$CLAMSMTPD (tree at $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown))"}
 else
 	[ "${NO_BUILD:-0}" = 1 ] || make -C "$top" clamsmtpd >&2
 	src=$top/clamsmtpd
@@ -109,9 +113,19 @@ else
 fi
 cp "$src" "$work/tools/clamsmtpd"
 
-python3 "$here/peers.py" $quick --runs "$RUNS" --workdir "$work" \
+perf=
+[ "${PERF:-0}" = 1 ] && perf=--perf
+python3 "$here/peers.py" $quick $perf --runs "$RUNS" --workdir "$work" \
 	--clamsmtpd "$work/tools/clamsmtpd" --clamsmtpd-desc "$desc" \
 	--out "$OUT" --svg "$SVG" --svg-ref "$(basename "$SVG")" \
 	--systems "${SYSTEMS:-}" --max-seconds "${MAX_SECONDS:-1500}" \
 	--quiet-budget "${QUIET_BUDGET:-60}"
+for data in "$work"/perf-*.data; do
+	[ -f "$data" ] || continue
+	perf report -i "$data" --no-children --sort sym --stdio --percent-limit 0.5 \
+		> "${data%.data}.txt" 2>/dev/null
+	perf report -i "$data" --no-children --sort comm,dso --stdio --percent-limit 0.5 \
+		> "${data%.data}-dso.txt" 2>/dev/null
+	echo "$me: profile in ${data%.data}.txt" >&2
+done
 echo "$me: report in $OUT, chart in $SVG" >&2
