@@ -274,23 +274,30 @@ int clamd_scan(struct spool *spool, struct scan *scan, struct conn *keepalive)
 {
 	const char *members[CLAMD_MAX];
 	int n = clamd_members(members), start = (int)((unsigned)rand() % (unsigned)n);
+	int too_big[CLAMD_MAX] = { 0 }, retry = n;
 	struct timespec began;
 
 	clock_gettime(CLOCK_MONOTONIC, &began);
 	scan->member = NULL;
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 2 && retry > 0; pass++) {
 		if (pass > 0)
 			pause_pool(keepalive);
 		for (int i = 0; i < n; i++) {
-			const char *member = members[(start + i) % n];
-			int result = ask_member(member, spool, scan->name, sizeof(scan->name), keepalive);
+			int at = (start + i) % n, result;
 
+			if (too_big[at])
+				continue;       /* a size refusal would only come again */
+			result = ask_member(members[at], spool, scan->name, sizeof(scan->name), keepalive);
 			if (result != SCAN_ERROR) {
-				scan->member = member;
+				scan->member = members[at];
 				scan->ms = elapsed_ms(&began);
 				return scan->result = result;
 			}
-			msg(LOG_WARNING, "clamd %s failed (pass %d of 2): %s", member, pass + 1, scan->name);
+			msg(LOG_WARNING, "clamd %s failed (pass %d of 2): %s", members[at], pass + 1, scan->name);
+			if (strstr(scan->name, "size limit exceeded") || strstr(scan->name, "over the stream limit")) {
+				too_big[at] = 1;
+				retry--;
+			}
 		}
 	}
 	scan->ms = elapsed_ms(&began);

@@ -28,9 +28,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#define USAGE "usage: clamsmtpd [-bPqrSv] [-c clamaddr]... [-d level] [-D tmpdir] " \
+#define USAGE "usage: clamsmtpd [-bPqrSTv] [-c clamaddr]... [-d level] [-D tmpdir] " \
 	"[-f tempfail|pass] [-h header] [-l listenaddr] [-m maxconn] [-p pidfile] [-s size] " \
-	"[-t timeout] serveraddr"
+	"[-t timeout] [-u user] [-x program] serveraddr"
 #define MAX_LISTEN 16
 #define ACCEPT_PAUSE_MS 250     /* SPEC 2: back off this long when accept() lacks resources */
 
@@ -189,9 +189,9 @@ static off_t size_value(const char *text)
 	n = strtoull(text, &end, 10);
 	if (*end == 'k' || *end == 'K')
 		unit = 1024, end++;
-	else if (*end == 'M')
+	else if (*end == 'M' || *end == 'm')    /* clamd.conf takes both cases too */
 		unit = 1024 * 1024, end++;
-	else if (*end == 'G')
+	else if (*end == 'G' || *end == 'g')
 		unit = 1024 * 1024 * 1024, end++;
 	if (errno || end == text || !(text[0] >= '0' && text[0] <= '9') || *end || n == 0 ||
 	    n > (1ULL << 50) / unit)

@@ -639,7 +639,7 @@ static void abandon(struct session *s, const char *reply)
 }
 
 /* deliver - the message goes on; the server's reply to it is the client's */
-static void deliver(struct session *s, struct spool *spool, const char *mark, int level,
+static int deliver(struct session *s, struct spool *spool, const char *mark, int level,
 		    const char *status, const struct scan *scan)
 {
 	char field[300];
@@ -651,10 +651,11 @@ static void deliver(struct session *s, struct spool *spool, const char *mark, in
 	if (code < 0) {
 		client_reply(s, R_FORWARD_FAIL);
 		log_message(s, LOG_ERR, spool->size, "ERROR:server failed during transfer", 0, scan);
-		return;
+		return code;
 	}
 	relay_reply(s);
 	log_message(s, level, spool->size, status, code, scan);
+	return code;
 }
 
 /*
@@ -690,14 +691,15 @@ static void virus_action(struct session *s, const struct spool *spool, const cha
 static void infected(struct session *s, struct spool *spool, const struct scan *scan)
 {
 	char status[300], mark[300], path[4096];
-	int kept = cfg->quarantine && spool_quarantine(spool, path, sizeof(path)) == 0;
+	int kept = cfg->quarantine && spool_quarantine(spool, path, sizeof(path)) == 0, final = 1;
 
 	if (kept)
 		msg(LOG_NOTICE, "quarantined message with %s as %s", scan->name, path);
 	snprintf(status, sizeof(status), "VIRUS:%.200s", scan->name);
 	if (cfg->pass_infected) {
 		snprintf(mark, sizeof(mark), "Infected (%.200s)", scan->name);
-		deliver(s, spool, mark, LOG_WARNING, status, scan);
+		/* Only a pass the server took is final: a 4xx comes back again. */
+		final = deliver(s, spool, mark, LOG_WARNING, status, scan) / 100 == 2;
 	} else if (cfg->bounce) {
 		char reply[400];
 		snprintf(reply, sizeof(reply), R_VIRUS_BOUNCE, scan->name);
@@ -708,8 +710,9 @@ static void infected(struct session *s, struct spool *spool, const struct scan *
 		log_message(s, LOG_NOTICE, spool->size, status, 0, scan);
 	}
 	/* After the reply is decided: whatever the hook does changes nothing. */
-	virus_action(s, spool, scan->name, cfg->pass_infected ? "passed" : cfg->bounce ? "rejected"
-		     : "dropped", kept ? path : NULL);
+	if (final)
+		virus_action(s, spool, scan->name, cfg->pass_infected ? "passed"
+			     : cfg->bounce ? "rejected" : "dropped", kept ? path : NULL);
 }
 
 /* scan_failed - SPEC 8.2: 451 by default; with -f pass, on its way marked */

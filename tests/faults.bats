@@ -54,7 +54,7 @@ scan_failed() {
 	[[ "$(commands_line)" =~ $ABANDONED ]]
 	[ "$(count_messages)" = 0 ]
 	grep -q "status=ERROR:scan failed" "$T/err"
-	grep -qE "clamd .* failed \(pass 2 of 2\): .*($1)" "$T/err"
+	grep -qE "clamd .* failed \(pass [12] of 2\): .*($1)" "$T/err"
 }
 
 # --- a scripted client on a socket -------------------------------------
