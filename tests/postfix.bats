@@ -241,6 +241,27 @@ xforward_reaches_reinjection() {
 	xforward_reaches_reinjection spawn
 }
 
+@test "listener: clamsmtpd's log line joins Postfix's two queue IDs of a message: qid= as it entered, queued_as= as it was re-injected" {
+	local up down cmd
+	postfix_up listener
+	submit --local-interface 127.0.0.5 --body "two queue ids"
+	wait_for 20 delivered 1
+	settled
+	up=$(sed -n 's/.* postfix\/smtpd\[[0-9]*\]: \([0-9A-F]*\): client=unknown\[127\.0\.0\.5\]$/\1/p' "$PF/maillog")
+	down=$(sed -n "s/.* postfix\/smtpd\[[0-9]*\]: \([0-9A-F]*\): client=unknown\[127\.0\.0\.1\], orig_queue_id=$up, .*/\1/p" "$PF/maillog")
+	[ -n "$up" ] && [ -n "$down" ] && [ "$up" != "$down" ]
+	# Postfix's scan transport delivered $up to clamsmtpd, which passed on
+	# the re-injection smtpd's "queued as $down"
+	maillog_has "$up: to=<rcpt@example.test>, relay=127.0.0.1\[127.0.0.1\]:[0-9]*, .*status=sent (250 2.0.0 Ok: queued as $down)"
+	[ "$(grep -c 'status=CLEAN' "$LOG")" = 1 ]
+	grep 'status=CLEAN' "$LOG" | grep -qE ", server=250, queued_as=$down, clamd=[^,]+, scan_ms=[0-9]+, client=127\.0\.0\.5, qid=$up, from=<sender@example\.test>, to=<rcpt@example\.test>$"
+	# Postfix sends XFORWARD IDENT only to a server that announces it: the
+	# re-injection smtpd does, and clamsmtpd passes that on
+	read -r -a cmd < "$PF/listener.cmd"
+	printf 'EHLO client.test\r\nQUIT\r\n' | "$CLAMSMTPD" -D "$SPOOL" -c "$CLAMD_SOCK" "${cmd[-1]}" > "$T/ehlo"
+	grep -qE $'^250-XFORWARD( [A-Z]+)* IDENT( [A-Z]+)*\r$' "$T/ehlo"
+}
+
 # --- before-queue: Postfix's smtpd_proxy_filter, with the lines of
 # tests/postfix-proxy-example.cf (clamsmtpd -b as a listener):
 #
