@@ -147,9 +147,9 @@ int smtp_session(int in, int out);
 int server_probe(char *out, size_t cap);
 
 /* DATA decoding: a pure state machine, testable without sockets. */
-enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_SOFT_BOL, D_END };
+enum data_state { D_BOL, D_BOL_DOT, D_DOT_CR, D_TEXT, D_CR, D_SOFT_BOL, D_SOFT_DOT, D_END };
 size_t data_decode(enum data_state *state, const char *in, size_t len,
-		   char *out, size_t *out_len);
+		   char *out, size_t *out_len, int *dot_line);
 size_t data_encode(int *at_bol, const char *in, size_t len, char *out);
 
 /* Reply and EHLO parsing, pure. */
@@ -178,15 +178,15 @@ struct spool {
 	off_t stored;           /* bytes in the file: where the next write goes */
 	int error;              /* errno of the first failed write, 0 if none */
 	int dot_lines;          /* a stored line starts with ".": it needs stuffing */
-	char last;              /* the last byte stored */
 	size_t len;
-	char buf[IO_CHUNK];
+	char buf[4 * IO_CHUNK]; /* room for a whole decoded read (2 * IO_CHUNK + 2) and more */
 };
 struct range { off_t from, to; };       /* bytes [from, to) of the spool */
 struct window { off_t at; size_t len; char data[8192]; };
 int spool_open(struct spool *s);
 int spool_next_field(struct spool *s, const char *name, off_t from, struct range *found);
-void spool_write(struct spool *s, const char *data, size_t len);
+char *spool_room(struct spool *s, size_t need);
+void spool_commit(struct spool *s, size_t len);
 int spool_finish(struct spool *s);
 int spool_quarantine(struct spool *s, char *path, size_t cap);
 void spool_close(struct spool *s);

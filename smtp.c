@@ -367,9 +367,11 @@ static size_t text_run(enum data_state *state, const char *in, size_t i, size_t 
  * data. out must have room for 2 * len + 2 bytes: each byte may become
  * CRLF, and a CR that ended the last piece may still owe its CRLF. Returns
  * how many input bytes were used: at D_END the rest is the next command.
+ * *dot_line is set once a stored line starts with a dot (it came as ".."),
+ * so that the way out knows whether it must stuff dots again.
  */
 size_t data_decode(enum data_state *state, const char *in, size_t len,
-		   char *out, size_t *out_len)
+		   char *out, size_t *out_len, int *dot_line)
 {
 	size_t i = 0, o = 0;
 
@@ -386,6 +388,8 @@ size_t data_decode(enum data_state *state, const char *in, size_t len,
 			*state = c == '\r' ? D_DOT_CR : D_TEXT;
 			if (c == '\r')
 				i++;
+			else if (c == '.')
+				*dot_line = 1;
 			break;
 		case D_DOT_CR:
 			if (c == '\n') {
@@ -405,9 +409,14 @@ size_t data_decode(enum data_state *state, const char *in, size_t len,
 				i++;
 			break;
 		case D_SOFT_BOL:
-			*state = D_TEXT;
+			*state = c == '.' ? D_SOFT_DOT : D_TEXT;
 			if (c == '.')
 				i++;
+			break;
+		case D_SOFT_DOT:        /* a dot went; may the line still start with one? */
+			if (c == '.')
+				*dot_line = 1;
+			*state = D_TEXT;
 			break;
 		case D_TEXT:
 			i = text_run(state, in, i, len, out, &o);
@@ -439,10 +448,9 @@ size_t data_encode(int *at_bol, const char *in, size_t len, char *out)
 	return o;
 }
 
-/* receive_body - the client's message into the spool, up to its end */
+/* receive_body - the client's message, decoded straight into the spool, up to its end */
 static int receive_body(struct session *s, struct spool *spool)
 {
-	static char decoded[2 * IO_CHUNK + 2];
 	enum data_state state = D_BOL;
 	size_t since = 0;
 	int rc = IO_OK;
@@ -451,12 +459,13 @@ static int receive_body(struct session *s, struct spool *spool)
 	s->client.deadline = now_seconds() + s->client.timeout;
 	s->client.keepalive = &s->server;
 	while (rc == IO_OK) {
-		size_t used, n;
+		size_t used, n, avail = s->client.in_len - s->client.in_pos;
+		char *out = spool_room(spool, 2 * avail + 2);   /* data_decode's room */
 
-		used = data_decode(&state, s->client.in + s->client.in_pos,
-				   s->client.in_len - s->client.in_pos, decoded, &n);
+		used = data_decode(&state, s->client.in + s->client.in_pos, avail, out, &n,
+				   &spool->dot_lines);
 		s->client.in_pos += used;
-		spool_write(spool, decoded, n);
+		spool_commit(spool, n);
 		if (state == D_END)
 			break;
 		since += used;

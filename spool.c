@@ -40,7 +40,6 @@ int spool_open(struct spool *s)
 	s->len = 0;
 	s->error = 0;
 	s->dot_lines = 0;
-	s->last = '\n';
 	if (s->fd >= 0 && ftruncate(s->fd, 0) == 0)
 		return 0;
 	spool_close(s);
@@ -86,27 +85,24 @@ static void spool_drain(struct spool *s)
 	s->len = 0;
 }
 
-/* spool_write - store bytes; after an error, only count them */
-void spool_write(struct spool *s, const char *data, size_t len)
+/*
+ * spool_room - where the next need bytes may be decoded straight into the
+ * buffer (no copy); what is buffered goes to the file first if they would
+ * not fit. need is at most sizeof(buf).
+ */
+char *spool_room(struct spool *s, size_t need)
 {
-	if (len == 0)
-		return;
-	/* A line that starts with a dot must be stuffed on the way out. */
-	if (!s->dot_lines && ((data[0] == '.' && s->last == '\n') || memmem(data, len, "\n.", 2)))
-		s->dot_lines = 1;
-	s->last = data[len - 1];
-	s->size += (off_t)len;
-	while (len > 0 && !s->error) {
-		size_t room = sizeof(s->buf) - s->len;
-		size_t take = len < room ? len : room;
+	if (sizeof(s->buf) - s->len < need)
+		spool_drain(s);
+	return s->buf + s->len;
+}
 
-		memcpy(s->buf + s->len, data, take);
-		s->len += take;
-		data += take;
-		len -= take;
-		if (s->len == sizeof(s->buf))
-			spool_drain(s);
-	}
+/* spool_commit - len bytes were put at spool_room: keep them; after an error, only count them */
+void spool_commit(struct spool *s, size_t len)
+{
+	s->size += (off_t)len;
+	if (!s->error)
+		s->len += len;
 }
 
 /* spool_finish - everything on disk; 0, or the errno of the first failure */

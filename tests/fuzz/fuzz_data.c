@@ -49,6 +49,7 @@ struct result {
 	size_t out_len;
 	size_t end;             /* input bytes used: the end position */
 	int ended;
+	int dot_line;           /* data_decode said a stored line starts with "." */
 };
 
 /* check_clean - no CR without LF after it, no LF without CR before it */
@@ -68,7 +69,7 @@ static void check_clean(const char *d, size_t n, const char *what)
  */
 static struct result decode_pieces(const char *in, size_t len, const uint8_t *sizes, size_t nsizes)
 {
-	struct result r = { malloc(2 * len + 16), 0, 0, 0 };
+	struct result r = { malloc(2 * len + 16), 0, 0, 0, 0 };
 	enum data_state state = D_BOL;
 	size_t at = 0, k = 0;
 	int all_zero = 1;
@@ -91,7 +92,7 @@ static struct result decode_pieces(const char *in, size_t len, const uint8_t *si
 		if (!out)
 			abort();
 		memset(out, 0xA5, 2 * piece + 8);
-		size_t used = data_decode(&state, in + at, piece, out, &n);
+		size_t used = data_decode(&state, in + at, piece, out, &n, &r.dot_line);
 		if (n > 2 * piece + 2)
 			FAIL("data_decode wrote %zu bytes for %zu input bytes (room is 2*len+2 = %zu), "
 			     "piece at offset %zu", n, piece, 2 * piece + 2, at);
@@ -125,7 +126,7 @@ static struct result decode_pieces(const char *in, size_t len, const uint8_t *si
  */
 static struct result reference(const char *in, size_t len)
 {
-	struct result r = { malloc(2 * len + 16), 0, 0, 0 };
+	struct result r = { malloc(2 * len + 16), 0, 0, 0, 0 };
 	size_t i = 0;
 	int after_crlf = 1;
 
@@ -237,6 +238,13 @@ static int check_body(const char *body, size_t len, const uint8_t *sizes, size_t
 	check_clean(parts.out, parts.out_len, "decoded in pieces");
 	same(&whole, &parts, "one piece vs pieces");
 	same(&whole, &ref, "data_decode vs reference");
+	/* The dot-line flag says exactly whether some stored line starts with ".". */
+	int dots = whole.out_len > 0 && whole.out[0] == '.';
+	for (size_t i = 0; !dots && i + 1 < whole.out_len; i++)
+		dots = whole.out[i] == '\n' && whole.out[i + 1] == '.';
+	if (whole.dot_line != dots || parts.dot_line != dots)
+		FAIL("dot_line %d (in pieces %d), but the output %s a line starting with a dot",
+		     whole.dot_line, parts.dot_line, dots ? "has" : "has no");
 	if (whole.ended) {
 		if (whole.out_len >= 2 && memcmp(whole.out + whole.out_len - 2, "\r\n", 2) != 0)
 			FAIL("an ended message does not end in CRLF");
