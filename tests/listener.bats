@@ -251,6 +251,7 @@ send_mail() {
 	port=$(free_port)
 	# the shipped file, with only its port, user and paths changed for the test
 	sed -e "s|^\(\s*port\s*=\).*|\1 $port|" \
+	    -e "s|^\(\s*disable\s*=\).*|\1 no|" \
 	    -e "s|^\(\s*user\s*=\).*|\1 $(id -un)|" \
 	    -e "s|^\(\s*server\s*=\).*|\1 $(readlink -f "$CLAMSMTPD")|" \
 	    -e "s|^\(\s*server_args\s*=\).*|\1 -c $CLAMADDR -D $SPOOL $SERVER|" \
@@ -277,7 +278,7 @@ unit_command() {
 	sed -n 's/^ExecStart=//p' "$TESTS/../systemd/$1" |
 		sed -e "s|/usr/local/sbin/clamsmtpd|$(readlink -f "$CLAMSMTPD")|" \
 		    -e "s|-c [^ ]*|-c $CLAMADDR|" -e "s|-D [^ ]*|-D $SPOOL|" \
-		    -e "s|-l [^ ]*|-l 127.0.0.1:$2|" -e "s| [^ ]*\$| $SERVER|"
+		    -e "s|-l [^ ]*|-l 127.0.0.1:$2|" -e "s| [^ ]*\$| $SERVER|" -e 's| \$OPTIONS||'
 }
 
 @test "the shipped systemd units: Accept=yes socket + service, and the listener service" {
@@ -340,4 +341,254 @@ unit_command() {
 	printf 'EHLO c\r\nQUIT\r\n' > "$T/in"
 	python3 "$TESTS/smtp-client.py" "$T/held.sock" --send "$T/in" > "$T/got"
 	grep -q '^221' "$T/got"
+}
+
+# --- start-up and stopping (SPEC 2) ----------------------------------------
+
+# cpu_ticks PID - user plus system CPU time the process has used, in clock ticks
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# wait_log TEXT [FILE] - wait up to 10 s for TEXT in the log
+wait_log() {
+	local i
+	for i in $(seq 100); do
+		grep -qF -- "$1" "${2:-$LOG}" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for '$1' in ${2:-$LOG}" >&2
+	return 1
+}
+
+# gone PID - wait up to 5 s for a process to end; fails if it is still there
+gone() {
+	local i
+	for i in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	echo "process $1 is still running" >&2
+	return 1
+}
+
+@test "started with fds 0, 1 and 2 closed: the daemon keeps its socket, serves, and does not spin" {
+	start_server
+	port=$(free_port)
+	rc=0
+	"$CLAMSMTPD" -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" -l 127.0.0.1:$port "$SERVER" \
+		<&- >&- 2>&- || rc=$?
+	[ "$rc" -eq 0 ]
+	wait_file "$T/clamsmtpd.pid"
+	daemon=$(cat "$T/clamsmtpd.pid")
+	echo "$daemon" >> "$T/pids"
+	send_mail 127.0.0.1:$port --body 'closed descriptors'
+	[ "$(count_messages)" = 1 ]
+	for fd in 0 1 2; do [ "$(readlink "/proc/$daemon/fd/$fd")" = /dev/null ]; done
+	before=$(cpu_ticks "$daemon")
+	sleep 1
+	# an idle listener uses next to no CPU; a spinning one ~100 ticks a second
+	[ $(( $(cpu_ticks "$daemon") - before )) -lt 20 ]
+}
+
+@test "stdin closed, with -d: still listener mode" {
+	start_server
+	port=$(free_port)
+	"$CLAMSMTPD" -d 3 -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" -l 127.0.0.1:$port "$SERVER" \
+		2> "$T/listener.log" <&- &
+	echo $! >> "$T/pids"
+	wait_file "$T/clamsmtpd.pid"
+	send_mail 127.0.0.1:$port --body 'no stdin'
+	[ "$(count_messages)" = 1 ]
+}
+
+@test "accept() out of descriptors (EMFILE): logged once, no busy loop, serving again once they are free" {
+	start_server
+	port=$(free_port)
+	listen_filter 127.0.0.1:$port
+	# accept() takes the lowest free descriptor: with the limit there, it fails with EMFILE
+	free=0
+	while [ -e "/proc/$LPID/fd/$free" ]; do free=$((free + 1)); done
+	prlimit --pid "$LPID" --nofile=$free:
+	printf 'QUIT\r\n' > "$T/in"
+	clients=
+	for n in 1 2 3; do
+		python3 "$TESTS/smtp-client.py" 127.0.0.1:$port --wait '220 ' --send "$T/in" --out "$T/c$n" &
+		clients="$clients $!"
+		echo $! >> "$T/pids"
+	done
+	wait_log 'cannot accept'
+	before=$(cpu_ticks "$LPID")
+	sleep 2
+	after=$(cpu_ticks "$LPID")
+	# a busy loop would burn ~200 ticks in 2 s
+	[ $((after - before)) -lt 40 ]
+	[ "$(grep -c 'cannot accept' "$LOG")" = 1 ]
+	[ ! -s "$T/c1" ]
+	prlimit --pid "$LPID" --nofile=1024:
+	wait $clients
+	for n in 1 2 3; do grep -q '^221' "$T/c$n"; done
+	grep -q 'accepting connections again' "$LOG"
+}
+
+@test "a fork that fails: that client gets 421 4.3.2 and the failure is logged" {
+	command -v setpriv >/dev/null && command -v prlimit >/dev/null || skip "no setpriv or prlimit"
+	[ "$(id -u)" = 0 ] || skip "needs root to run the listener as a uid of its own"
+	uid=64977       # a uid with no process: RLIMIT_NPROC 1 then lets the listener fork nothing
+	[ -z "$(ps -o pid= -u $uid)" ] || skip "uid $uid has processes"
+	start_server
+	port=$(free_port)
+	LOG=$T/listener.log
+	prlimit --nproc=1:1 setpriv --reuid=$uid --regid=$uid --clear-groups \
+		"$CLAMSMTPD" -d 3 -D /tmp -c "$CLAMADDR" -l 127.0.0.1:$port "$SERVER" 2> "$LOG" < /dev/null &
+	echo $! >> "$T/pids"
+	wait_log 'listening for connections'
+	python3 "$TESTS/smtp-client.py" 127.0.0.1:$port --out "$T/got"
+	[ "$(tr -d '\r' < "$T/got")" = "421 4.3.2 Cannot start a session, try again later" ]
+	grep -q 'cannot fork' "$LOG"
+	[ ! -s "$SRV/commands.log" ]
+}
+
+@test "the daemonising parent exits only once the pidfile names the running daemon" {
+	start_server
+	for n in 1 2 3 4 5; do
+		port=$(free_port)
+		rm -f "$T/clamsmtpd.pid"
+		run "$CLAMSMTPD" -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" -l 127.0.0.1:$port "$SERVER"
+		[ "$status" -eq 0 ]
+		# no wait: it must be there already
+		[ -s "$T/clamsmtpd.pid" ]
+		daemon=$(cat "$T/clamsmtpd.pid")
+		echo "$daemon" >> "$T/pids"
+		kill -0 "$daemon"
+		kill -TERM "$daemon"
+		gone "$daemon"
+	done
+}
+
+@test "a pidfile that cannot be written: the daemonising parent exits 1 and nothing keeps running" {
+	start_server
+	port=$(free_port)
+	# a file size limit of 0 lets the pidfile be opened but not written
+	run prlimit --fsize=0 "$CLAMSMTPD" -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" \
+		-l 127.0.0.1:$port "$SERVER"
+	[ "$status" -eq 1 ]
+	[ "${#lines[@]}" -eq 1 ]
+	[[ "$output" == *"$T/clamsmtpd.pid"* ]]
+	[ ! -s "$T/clamsmtpd.pid" ]
+	sleep 0.5
+	! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 2)" 2>/dev/null || false
+}
+
+@test "a pidfile naming our own pid is stale (a restarted container)" {
+	start_server
+	port=$(free_port)
+	LOG=$T/listener.log
+	# exec keeps the pid: the pidfile names the very process that starts
+	bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$T/clamsmtpd.pid" \
+		"$CLAMSMTPD" -d 3 -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" -l 127.0.0.1:$port "$SERVER" \
+		2> "$LOG" < /dev/null &
+	LPID=$!
+	echo $LPID >> "$T/pids"
+	wait_log 'listening for connections'
+	send_mail 127.0.0.1:$port --body 'same pid'
+	[ "$(count_messages)" = 1 ]
+	[ "$(cat "$T/clamsmtpd.pid")" = "$LPID" ]
+}
+
+@test "a pidfile that is a symlink is refused, and its target left alone" {
+	start_server
+	port=$(free_port)
+	echo precious > "$T/victim"
+	ln -s "$T/victim" "$T/clamsmtpd.pid"
+	run timeout 10 "$CLAMSMTPD" -d 3 -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" \
+		-l 127.0.0.1:$port "$SERVER"
+	[ "$status" -eq 1 ]
+	[ "${#lines[@]}" -eq 1 ]
+	[[ "$output" == *"symbolic link"* ]]
+	[ "$(cat "$T/victim")" = precious ]
+	[ -L "$T/clamsmtpd.pid" ]
+}
+
+@test "-l hostname:port listens on every address the name resolves to" {
+	unshare -m true 2>/dev/null || skip "cannot make a mount namespace for a private hosts file"
+	start_server
+	port=$(free_port)
+	printf '127.0.0.2 multi.test\n127.0.0.3 multi.test\n::1 multi.test\n' > "$T/hosts"
+	LOG=$T/listener.log
+	# a private /etc/hosts for this process only (unshare makes the mount private)
+	unshare -m sh -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' _ "$T/hosts" \
+		"$CLAMSMTPD" -d 3 -D "$SPOOL" -c "$CLAMADDR" -p "$T/clamsmtpd.pid" -l multi.test:$port "$SERVER" \
+		2> "$LOG" < /dev/null &
+	echo $! >> "$T/pids"
+	wait_file "$T/clamsmtpd.pid"
+	send_mail 127.0.0.2:$port --body two
+	send_mail 127.0.0.3:$port --body three
+	send_mail "[::1]:$port" --body six
+	[ "$(count_messages)" = 3 ]
+	# and on nothing else
+	! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 2)" 2>/dev/null || false
+}
+
+@test "SIGTERM: idle sessions get 421 4.3.2 at once and the listener exits 0 in seconds, not -t" {
+	start_server
+	port=$(free_port)
+	listen_filter 127.0.0.1:$port -t 120
+	printf 'EHLO c\r\n' > "$T/ehlo"
+	clients=
+	for n in 1 2; do
+		python3 "$TESTS/smtp-client.py" 127.0.0.1:$port --wait '220 ' --send "$T/ehlo" --wait '250 ' \
+			--out "$T/idle$n" &
+		clients="$clients $!"
+		echo $! >> "$T/pids"
+	done
+	for i in $(seq 100); do grep -q '^250 ' "$T/idle1" "$T/idle2" 2>/dev/null &&
+		[ "$(grep -l '^250 ' "$T/idle1" "$T/idle2" | wc -l)" = 2 ] && break; sleep 0.1; done
+	kill -TERM "$LPID"
+	gone "$LPID"
+	rc=0; wait "$LPID" || rc=$?
+	[ "$rc" -eq 0 ]
+	wait $clients
+	for n in 1 2; do [ "$(tr -d '\r' < "$T/idle$n" | tail -n1)" = "421 4.3.2 Service shutting down" ]; done
+	[ ! -e "$T/clamsmtpd.pid" ]
+}
+
+@test "SIGTERM: connections waiting in the backlog get 421 4.3.2 Service shutting down, not a reset" {
+	start_server
+	port=$(free_port)
+	listen_filter 127.0.0.1:$port
+	kill -STOP "$LPID"
+	# the kernel completes these connections; the stopped listener accepts none
+	python3 - "$port" "$T/backlog" <<-'EOF' &
+	import socket, sys
+	port, out = int(sys.argv[1]), sys.argv[2]
+	socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(5)]
+	with open(out + ".ready", "w") as f:
+	    f.write("connected\n")
+	with open(out, "w") as f:
+	    for s in socks:
+	        data = b""
+	        try:
+	            while True:
+	                chunk = s.recv(4096)
+	                if not chunk:
+	                    break
+	                data += chunk
+	        except OSError as e:
+	            data += ("<%s>" % type(e).__name__).encode()
+	        f.write(data.decode("latin-1").replace("\r", "").strip() + "\n")
+	EOF
+	reader=$!
+	echo $reader >> "$T/pids"
+	wait_file "$T/backlog.ready"
+	kill -TERM "$LPID"
+	kill -CONT "$LPID"
+	wait "$reader"
+	gone "$LPID"
+	rc=0; wait "$LPID" || rc=$?
+	[ "$rc" -eq 0 ]
+	cat "$T/backlog" >&2
+	[ "$(wc -l < "$T/backlog")" = 5 ]
+	[ "$(sort -u "$T/backlog")" = "421 4.3.2 Service shutting down" ]
+	[ ! -e "$T/clamsmtpd.pid" ]
 }

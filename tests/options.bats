@@ -23,6 +23,13 @@ clamsmtpd() {
 	echo "$rc" > "$T/rc"
 }
 
+# clamsmtpd_bounded ARGS... - the same, ended after 10 s should it start to listen
+clamsmtpd_bounded() {
+	local rc=0
+	timeout 10 "$CLAMSMTPD" "$@" < "$T/in" > "$T/out" 2> "$T/err" || rc=$?
+	echo "$rc" > "$T/rc"
+}
+
 # refused WORD - exit 2, one line on stderr that contains WORD, nothing on
 # stdout, and nothing reached the server
 refused() {
@@ -124,6 +131,27 @@ served() {
 	refused "127.0.0.1:0"
 }
 
+@test "-l 0 and -l 65536 (all digits, not a port): status 2, one line" {
+	setup_options
+	for bad in 0 65536 00000000025; do
+		# -d 0 and a time limit: were it to start a listener, it ends
+		clamsmtpd_bounded -d 0 -D "$SPOOL" -l "$bad" "$SERVER"
+		refused "$bad"
+	done
+}
+
+@test "serveraddr 0 or 65536, and -c 0 or 99999: status 2, one line" {
+	setup_options
+	for bad in 0 65536; do
+		clamsmtpd_bounded -d 0 -D "$SPOOL" "$bad"
+		refused "$bad"
+	done
+	for bad in 0 99999; do
+		clamsmtpd_bounded -d 0 -D "$SPOOL" -c "$bad" "$SERVER"
+		refused "$bad"
+	done
+}
+
 @test "serveraddr missing: status 2, one line" {
 	setup_options
 	clamsmtpd -d 4 -t 5
@@ -178,10 +206,11 @@ served() {
 	refused "-h"
 }
 
-@test "-D on a missing directory: status 2, one line" {
+@test "-D on a missing directory: status 2, one line naming the path and the reason" {
 	setup_options
 	clamsmtpd -D "$T/missing" "$SERVER"
 	refused "-D"
+	[ "$(cat "$T/err")" = "clamsmtpd: -D tmpdir cannot be used: $T/missing: No such file or directory" ]
 }
 
 @test "-D on a file: status 2, one line" {
