@@ -699,3 +699,49 @@ self_test() {
 	[ "$(wc -l < "$T/out")" = 3 ]
 	[[ "$(sed -n 2p "$T/out")" == "ok   server 10026: skipped"* ]]
 }
+
+# =========================================================================
+# the man page's samples
+
+# man_sample TITLE - the first .EX block after ".SS TITLE", as plain text
+man_sample() {
+	awk -v want=".SS $1" '
+		$0 == want { on = 1; next }
+		on && /^\.EX$/ { ex = 1; next }
+		ex && /^\.EE$/ { exit }
+		ex { print }
+	' "$TESTS/../man/clamsmtpd.8" | sed -e 's/\\-/-/g' -e "s/\\\\(aq/'/g" -e 's/\\e/\\/g' -e 's/^\\&//'
+}
+
+@test "man page: the sample -x program runs as shown, one logger call with the values, nothing of the sender's executed" {
+	start_server
+	man_sample 'A virus action program' > "$T/sample"
+	head -n1 "$T/sample" | grep -qx '#!/bin/sh'
+	grep -q '/usr/bin/logger' "$T/sample"
+	# logger itself is replaced by a recorder of its arguments
+	hook logger <<-EOF
+	for a; do printf '%s\n' "\$a"; done > $H/logger.args
+	EOF
+	sed "s|/usr/bin/logger|$T/logger.sh|" "$T/sample" > "$T/virus-hook"
+	chmod 755 "$T/virus-hook"
+	eicar_body "$T/virus"
+	sender="<\$(/usr/bin/touch $T/pwned1)\`/usr/bin/touch $T/pwned2\`'\"@example.test>"
+	{ printf 'EHLO c\r\nXFORWARD ADDR=192.0.2.9 IDENT=4Rb2Wn0Kp3z\r\n'
+	  printf "MAIL FROM:$sender\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
+	  cat "$T/virus"; printf '.\r\nQUIT\r\n'; } > "$T/in"
+	filter -q -x "$T/virus-hook" < "$T/in"
+	grep -q $'^250 2.7.0 Virus detected; message discarded\r$' "$T/out"
+	q=$(ls "$SPOOL")
+	printf '%s\n' -t clamsmtpd-virus -p mail.warning -- \
+		"dropped Eicar-Test-Signature.UNOFFICIAL from <\$(/usr/bin/touch $T/pwned1)\`/usr/bin/touch $T/pwned2\`'\"@example.test> via 192.0.2.9 qid=4Rb2Wn0Kp3z size=$(stat -c %s "$T/virus")" \
+		"to <a@example.test> <b@example.test>" "kept as $SPOOL/$q" | diff - "$H/logger.args"
+	[ ! -e "$T/pwned1" ] && [ ! -e "$T/pwned2" ]
+	rm -f "$SPOOL/$q"
+	# without XFORWARD (a pipe has no peer address) and without -q
+	virus_in "$T/in"
+	filter -x "$T/virus-hook" < "$T/in"
+	printf '%s\n' -t clamsmtpd-virus -p mail.warning -- \
+		"dropped Eicar-Test-Signature.UNOFFICIAL from <sender@example.test> via ? qid=? size=$(stat -c %s "$T/virus")" \
+		"to <rcpt@example.test>" | diff - "$H/logger.args"
+	grep -q "$T/virus-hook exited with status 0" "$T/err"
+}
