@@ -404,9 +404,16 @@ static void on_child(int sig)
  */
 static pid_t *sessions;
 static int live;
-static int pidfile_fd = -1, pidfile_made;
+static int pidfile_fd = -1, pidfile_ours;   /* ours: we created it or wrote our pid */
 static int ready_fd = -1;
 static int accept_starving;     /* accept() is failing for lack of resources */
+
+/* pidfile_remove - on exit; after -u its directory may no longer let us */
+static void pidfile_remove(const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		msg(LOG_WARNING, "cannot remove pidfile %s: %s", path, strerror(errno));
+}
 
 /* start_failed - the listener cannot start: tell whoever started it, exit 1 */
 static void start_failed(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -427,8 +434,8 @@ static void start_failed(const char *fmt, ...)
 	}
 	if (!log_to_stderr)
 		msg(LOG_ERR, "%s", text);
-	if (pidfile_made)
-		unlink(cfg->pidfile);
+	if (pidfile_ours)
+		pidfile_remove(cfg->pidfile);
 	exit(1);
 }
 
@@ -448,7 +455,7 @@ static void pidfile_open(const char *path)
 	pidfile_fd = open(path, flags);
 	if (pidfile_fd < 0 && errno == ENOENT) {
 		pidfile_fd = open(path, flags | O_CREAT | O_EXCL, 0644);
-		pidfile_made = pidfile_fd >= 0;
+		pidfile_ours = pidfile_fd >= 0;
 	}
 	if (pidfile_fd < 0)
 		start_failed("cannot open pidfile %s: %s", path,
@@ -482,7 +489,7 @@ static void pidfile_write(const char *path)
 	if (close(pidfile_fd) < 0)
 		start_failed("cannot write pidfile %s: %s", path, strerror(errno));
 	pidfile_fd = -1;
-	pidfile_made = 0;       /* ours now: removed when we stop */
+	pidfile_ours = 1;
 }
 
 /* inherited_sockets - systemd Accept=no: LISTEN_FDS sockets from fd 3 */
@@ -772,7 +779,7 @@ static int stop_listening(int *fds, int nfds, int own_socket, int status)
 	if (own_socket && is_path(cfg->listenaddr))
 		unlink(cfg->listenaddr);
 	if (cfg->pidfile)
-		unlink(cfg->pidfile);
+		pidfile_remove(cfg->pidfile);
 	for (int i = 0; i < live; i++) {
 		if (kill(sessions[i], SIGTERM) == 0)
 			asked++;
