@@ -11,6 +11,9 @@
 #                  unless OUT/SVG are given)
 #   RUNS=N         runs per cell (default 3; QUICK: 1)
 #   SYSTEMS=a,b    a subset of postfix,milter,amavis,after,before
+#   CELLS=SxN,...  only these cells, e.g. 4096x16,2097152x16 (bytes x sessions)
+#   MILTER_SOCKET=inet  clamav-milter on 127.0.0.1:PORT instead of a unix
+#                  socket (Debian's default)
 #   CLAMSMTPD=path the binary to measure (default: build ./clamsmtpd with make);
 #                  CLAMSMTPD_DESC=text says what it is in the report
 #   NO_BUILD=1     do not run make
@@ -118,7 +121,8 @@ perf=
 python3 "$here/peers.py" $quick $perf --runs "$RUNS" --workdir "$work" \
 	--clamsmtpd "$work/tools/clamsmtpd" --clamsmtpd-desc "$desc" \
 	--out "$OUT" --svg "$SVG" --svg-ref "$(basename "$SVG")" \
-	--systems "${SYSTEMS:-}" --max-seconds "${MAX_SECONDS:-1500}" \
+	--milter-socket "${MILTER_SOCKET:-unix}" \
+	--systems "${SYSTEMS:-}" --cells "${CELLS:-}" --max-seconds "${MAX_SECONDS:-1500}" \
 	--quiet-budget "${QUIET_BUDGET:-60}"
 for data in "$work"/perf-*.data; do
 	[ -f "$data" ] || continue
