@@ -228,6 +228,7 @@ static int drop_privileges(char *why, size_t cap)
 	}
 	if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
 		snprintf(why, cap, "root could be regained after -u %s", cfg->user);
+		msg(LOG_CRIT, "%s; stopping", why);    /* stderr only if it is not the client */
 		abort();        /* never serve a client like that */
 	}
 	return 0;

@@ -793,10 +793,9 @@ static int do_data(struct session *s)
 }
 
 /* connect_server - serveraddr, or with only a port, the client's own IP */
-static int connect_server(int client_fd, const char **refusal)
+static int connect_server(int client_fd, const char **refusal, char *why, size_t cap)
 {
 	struct addr addr;
-	char why[512];
 	int fd;
 
 	addr_parse(cfg->serveraddr, "25", &addr);     /* checked at start-up */
@@ -806,7 +805,7 @@ static int connect_server(int client_fd, const char **refusal)
 		*refusal = R_NO_PEER;
 		return -1;
 	}
-	fd = addr_connect(&addr, cfg->timeout, why, sizeof(why));
+	fd = addr_connect(&addr, cfg->timeout, why, cap);
 	if (fd < 0) {
 		msg(LOG_ERR, "cannot connect to server %s", why);
 		*refusal = R_NO_SERVER;
@@ -943,6 +942,7 @@ int smtp_session(int in, int out)
 	static struct session sess;
 	struct session *s = &sess;
 	const char *refusal = NULL;
+	char why[512];
 	size_t len;
 	int fd, in_flags, out_flags;
 
@@ -955,7 +955,7 @@ int smtp_session(int in, int out)
 	in_flags = fcntl(in, F_GETFL);
 	out_flags = fcntl(out, F_GETFL);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
-	fd = connect_server(in, &refusal);
+	fd = connect_server(in, &refusal, why, sizeof(why));
 	if (fd < 0) {
 		client_reply(s, refusal);
 		conn_flush(&s->client);
@@ -1001,11 +1001,9 @@ int server_probe(char *out, size_t cap)
 	int fd, code;
 
 	memset(&s->server_lost, 0, offsetof(struct session, reply) - offsetof(struct session, server_lost));
-	fd = connect_server(-1, &refusal);
-	if (fd < 0) {
-		snprintf(out, cap, "%s", refusal ? refusal + 10 : "cannot connect");
+	fd = connect_server(-1, &refusal, out, cap);
+	if (fd < 0)
 		return -1;
-	}
 	conn_init(&s->server, fd, fd, "server", cfg->timeout);
 	code = read_reply(s);
 	if (code == 220)
@@ -1026,7 +1024,7 @@ int server_probe(char *out, size_t cap)
 
 		printable(shown, sizeof(shown), start, n);
 		used += (size_t)snprintf(out + used, cap - used, "%s%s",
-					 line == 0 ? "" : line == 1 ? "; keywords passed on: " : " ", shown);
+					 line == 0 ? "" : line == 1 ? "; keywords passed on: " : ", ", shown);
 		if (used >= cap)
 			used = cap - 1;
 		at += 4 + n + 2;
