@@ -344,6 +344,45 @@ delivered_as() {
 	[ "$(count_messages)" = 1 ]
 }
 
+@test "-P: the name in 'Infected (<name>)' is made printable and cut at 200 bytes; the header stays one line" {
+	# (clamd's reply is "<path>: <name> FOUND": the name is what follows the
+	# last ": ", so the stand-in's names hold none)
+	start_server
+	long=$(printf 'N%.0s' $(seq 300))
+	pool "$(stand_in odd-name --mode found --virus "$(printf 'Evil\rX-Injected:yes\tname\001')")"
+	clean_message "$T/m.eml" odd-virus-name
+	session_of "$T/in" "$T/m.eml"
+	pool_filter -P < "$T/in"
+	[ "$(codes)" = "$(data_codes 1)" ]
+	delivered_as 1 "$HEADER" "X-Virus-Status: Infected (Evil?X-Injected:yes?name?)" "$T/m.eml"
+	pool "$(stand_in long-name --tcp --mode found --virus "$long")"
+	pool_filter -P < "$T/in"
+	[ "$(codes)" = "$(data_codes 1)" ]
+	# the field is one line, then the message as it came
+	m=$SRV/msg-2.eml
+	[ "$(head -n 1 "$m")" = "$HEADER"$'\r' ]
+	tail -n +3 "$m" | cmp - "$T/m.eml"
+	inner=$(sed -n '2s/^X-Virus-Status: Infected (\(.*\))\r$/\1/p' "$m")
+	echo "name of ${#inner} bytes: $inner"
+	# at most 200 bytes of the name (a cut may be marked "...")
+	[ "${#inner}" -le 200 ] && [ "${#inner}" -ge 190 ]
+	[[ "$long" == "${inner%...}"* ]]
+	the_log_line | grep -q "status=VIRUS:$inner, "
+}
+
+@test "the log line: status, size, server, queued_as, clamd, scan_ms, then from and to, in that order" {
+	start_server
+	eicar_message "$T/v.eml" log-line
+	clean_message "$T/c.eml" log-line
+	session_of "$T/in" "$T/v.eml" "$T/c.eml"
+	pool_filter -P -s 100k < "$T/in"
+	id='[0-9A-F]+\.[0-9]+'
+	log_lines | grep -qE "^clamsmtpd\[[0-9]+\]: $id: status=VIRUS:$EICAR_NAME, size=$(size_of "$T/v.eml"), server=250, queued_as=1, clamd=$CLAMD_SOCK, scan_ms=[0-9]+, from=<sender@example.test>, to=<rcpt@example.test>$"
+	log_lines | grep -qE "^clamsmtpd\[[0-9]+\]: $id: status=CLEAN, size=$(size_of "$T/c.eml"), server=250, queued_as=2, clamd=$CLAMD_SOCK, scan_ms=[0-9]+, from=<sender@example.test>, to=<rcpt@example.test>$"
+	pool_filter -s 10 < "$T/in"
+	log_lines | grep -qE "^clamsmtpd\[[0-9]+\]: $id: status=UNSCANNED:too large, size=$(size_of "$T/c.eml"), server=250, queued_as=4, from=<sender@example.test>, to=<rcpt@example.test>$"
+}
+
 # --- -f: a scan failure (SPEC 8.2) --------------------------------------------
 
 @test "-f pass: clamd unreachable, mail delivered marked 'Unscanned (scan failed)' (never Clean, even with -S), forged fields left out" {
@@ -379,6 +418,33 @@ delivered_as() {
 	session_to_listener "$T/in" "$T/got"
 	[ "$(codes_of "$T/got")" = "$(data_codes 1)" ]
 	delivered_as 2 "$HEADER" "X-Virus-Status: Unscanned (scan failed)" "$T/m.eml"
+}
+
+@test "-f pass: a spool write error and a lost server stay 4xx, with clamd down or not" {
+	start_server --hangup dataend
+	python3 -c '
+import sys
+sys.stdout.buffer.write(b"Subject: big\r\n\r\n" + (b"0123456789" * 7 + b"abcdefg\r\n") * 13000)' > "$T/big.eml"
+	clean_message "$T/c.eml" server-lost
+	session_of "$T/in" "$T/big.eml"
+	for where in "$CLAMD_SOCK" "$T/no-clamd.sock"; do
+		pool "$where"
+		( ulimit -f 256; pool_filter -f pass < "$T/in" )
+		[ "$(cat "$T/rc")" = 0 ]
+		[ "$(codes)" = "220 250 250 250 354 452 221" ]
+		grep -q $'^452 4.3.1 Insufficient system storage\r$' "$T/out"
+	done
+	[ "$(count_messages)" = 0 ]
+	# the server takes the data but hangs up before its reply
+	session_of "$T/in" "$T/c.eml"
+	for where in "$CLAMD_SOCK" "$T/no-clamd.sock"; do
+		pool "$where"
+		pool_filter -f pass < "$T/in"
+		[ "$(codes | cut -d' ' -f1-6)" = "220 250 250 250 354 451" ]
+		run grep -c '^250 ' <(codes | tr ' ' '\n' | tail -n +6)
+		[ "$output" = 0 ]
+		log_lines | grep -q 'status=ERROR:'
+	done
 }
 
 # --- the flags' values (SPEC 1) ------------------------------------------------
