@@ -398,6 +398,54 @@ mixed_messages() {
 	member_resume a
 }
 
+@test "time bound: a member whose listen queue is full (connects hang) costs at most -t per connect (-t 1); never more than 10 s (-t 30)" {
+	start_server
+	u=$(stand_in blocked-unix --mode ok --accept-delay 120)
+	p=$(stand_in blocked-tcp --tcp --mode ok --accept-delay 120)
+	TIMEOUT=1
+	pool "$u" "$p"
+	clean_message "$T/c.eml" blocked-connects
+	session_of "$T/in" "$T/c.eml"
+	pool_filter -f pass < "$T/in"
+	[ "$(codes)" = "$(data_codes 1)" ]
+	delivered_with "$T/c.eml" "$HEADER" "X-Virus-Status: Unscanned (scan failed)" > /dev/null
+	[ "$(grep -c 'failed (pass [12] of 2): cannot connect' "$T/err")" = 4 ]
+	ms=$(scan_ms_values)
+	echo "two blocked members, -t 1: scan_ms=$ms"
+	[ "$ms" -ge 4900 ] && [ "$ms" -lt 7000 ]
+
+	# SPEC 8.1: a connect waits at most 10 s, however long -t is
+	TIMEOUT=30
+	pool "$p"
+	pool_filter -f pass < "$T/in"
+	[ "$(codes)" = "$(data_codes 1)" ]
+	ms=$(scan_ms_values)
+	echo "one blocked member, -t 30: scan_ms=$ms"
+	[ "$ms" -ge 20900 ] && [ "$ms" -lt 24000 ]
+}
+
+@test "random start per message: with two live members both give verdicts (stdio, 30 messages; listener, 20 sessions)" {
+	member_start a
+	start_server
+	pool "$(member_sock a)" "$(member_tcp a)"
+	MSGS=()
+	for i in $(seq 30); do clean_message "$T/c$i.eml" "spread-$i"; MSGS+=("$T/c$i.eml"); done
+	session_of "$T/in" "${MSGS[@]}"
+	pool_filter < "$T/in"
+	[ "$(codes)" = "$(data_codes 30)" ]
+	members_named | sort | uniq -c
+	[ "$(members_named | sort -u | wc -l)" = 2 ]
+
+	pool_listener
+	session_of "$T/in" "$T/c1.eml"
+	for i in $(seq 20); do session_to_listener "$T/in" "$T/got"; done
+	[ "$(codes_of "$T/got")" = "$(data_codes 1)" ]
+	listener_stop
+	members_named | sort | uniq -c
+	[ "$(members_named | wc -l)" = 20 ]
+	[ "$(members_named | sort -u | wc -l)" = 2 ]
+}
+
 # chaos - until $T/chaos.stop exists: stop and restart a, kill -9 and
 # restart b, pause and continue c; one member at a time, so two always work.
 # Each step is logged to $T/chaos.log.
