@@ -777,8 +777,8 @@ static int stop_listening(int *fds, int nfds, int own_socket, int status)
 
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
-	if (own_socket && is_path(cfg->listenaddr))
-		unlink(cfg->listenaddr);
+	if (own_socket && is_path(cfg->listenaddr) && unlink(cfg->listenaddr) < 0)
+		msg(LOG_WARNING, "cannot remove socket %s: %s", cfg->listenaddr, strerror(errno));
 	if (cfg->pidfile)
 		pidfile_remove(cfg->pidfile);
 	for (int i = 0; i < live; i++) {
