@@ -109,6 +109,11 @@ body = b"".join(b"line %06d of a long body\r\n" % i + (b".dotted\r\n" if i % 97 
                 for i in range(8000))
 v(long_field + b"X-Virus-Status: Clean\r\n" + fold + long_field + b"Subject: v12\r\nX-Virus-Status: x\r\n" + fold + b"\r\n" + body,
   long_field + long_field + b"Subject: v12\r\n\r\n" + body)
+# thousands of them, between thousands of other fields
+kept = [b"X-Kept-%d: value %d\r\n" % (i, i) for i in range(3000)]
+forged = [b"X-Virus-Status: Clean %d\r\n" % i + (b"\tfolded %d\r\n" % i if i % 3 == 0 else b"") for i in range(3000)]
+v(b"".join(f + k for f, k in zip(forged, kept)) + b"\r\n.body\r\n", b"".join(kept) + b"\r\n.body\r\n")
+v(b"".join(f + k for f, k in zip(forged, kept)) + b"\r\nbody\r\n", b"".join(kept) + b"\r\nbody\r\n")
 for i, (o, e) in enumerate(V, 1):
     open(os.path.join(d, "o%d.eml" % i), "wb").write(o)
     open(os.path.join(d, "e%d.eml" % i), "wb").write(e)
