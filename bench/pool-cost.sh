@@ -7,8 +7,10 @@
 # clamsmtpd in stdio mode carrying one session of N messages (pipelined from
 # a file) through pools that differ only in dead members: a socket path
 # nobody listens on, a 127.0.0.1 port nobody listens on. Each pool is run
-# RUNS times; the median wall time per message is printed, and the extra
-# cost against the same pool without dead members.
+# RUNS times, the pools taking turns; printed are the median wall time per
+# message and the mean scan_ms of the log lines, with the extra cost against
+# the pool without dead members; last, what one failed attempt costs, from a
+# pool that is all dead (-f pass delivers its mail).
 #
 # Environment: CLAMSMTPD=path (default ./clamsmtpd), N (messages a session,
 # default 20), RUNS (default 7), SIZE (body bytes, default 4096).
@@ -59,7 +61,10 @@ until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int
 done
 
 mkdir -m 700 "$work/spool"
-python3 - "$N" "$SIZE" > "$work/session" <<'EOF'
+
+# session FILE N BYTES - EHLO, N messages of about BYTES of body, QUIT
+session() {
+	python3 - "$2" "$3" > "$1" <<'EOF'
 import sys
 n, size = int(sys.argv[1]), int(sys.argv[2])
 line = b"0123456789" * 7 + b"abcdef\r\n"
@@ -71,36 +76,41 @@ for i in range(n):
 out.append(b"QUIT\r\n")
 sys.stdout.buffer.write(b"".join(out))
 EOF
+}
 
-# run POOL... - median ms per message of RUNS sessions through this pool
-run() {
+# one NAME MESSAGES POOL... - one session (file $work/session.MESSAGES)
+# through this pool: its wall time (us) goes to times.NAME, every message's
+# scan_ms to scan.NAME
+one() {
+	name=$1 messages=$2
+	shift 2
 	flags=
 	for a in "$@"; do flags="$flags -c $a"; done
-	i=0
-	: > "$work/times"
-	: > "$work/scan_ms"
-	while [ $i -lt "$RUNS" ]; do
-		start=$(date +%s%N)
-		# shellcheck disable=SC2086
-		"$CLAMSMTPD" -d 3 -D "$work/spool" $flags 127.0.0.1:"$sink_port" \
-			< "$work/session" > "$work/out" 2> "$work/err" ||
-			{ echo "pool-cost.sh: clamsmtpd failed" >&2; tail "$work/err" >&2; exit 1; }
-		end=$(date +%s%N)
-		got=$(tr -d '\r' < "$work/out" | grep -c '^250 .*[Oo]k' || true)
-		[ "$got" -ge "$N" ] || { echo "pool-cost.sh: only $got of $N delivered" >&2; tail "$work/err" >&2; exit 1; }
-		echo $(( (end - start) / 1000 )) >> "$work/times"
-		sed -n 's/.*, scan_ms=\([0-9]*\),.*/\1/p' "$work/err" >> "$work/scan_ms"
-		i=$((i + 1))
-	done
-	# the median session's wall time per message, and the mean scan_ms of the log lines
-	wall=$(sort -n "$work/times" | awk -v n="$N" -v r="$RUNS" '{ t[NR] = $1 } END { printf "%.2f", t[int((r + 1) / 2)] / n / 1000 }')
-	scan=$(awk '{ s += $1 } END { printf "%.2f", NR ? s / NR : 0 }' "$work/scan_ms")
+	start=$(date +%s%N)
+	# shellcheck disable=SC2086
+	"$CLAMSMTPD" -d 3 -f pass -D "$work/spool" $flags 127.0.0.1:"$sink_port" \
+		< "$work/session.$messages" > "$work/out" 2> "$work/err" ||
+		{ echo "pool-cost.sh: clamsmtpd failed" >&2; tail "$work/err" >&2; exit 1; }
+	end=$(date +%s%N)
+	got=$(tr -d '\r' < "$work/out" | grep -c '^250 .*[Oo]k' || true)
+	[ "$got" -ge "$messages" ] ||
+		{ echo "pool-cost.sh: only $got of $messages delivered" >&2; tail "$work/err" >&2; exit 1; }
+	echo $(( (end - start) / 1000 )) >> "$work/times.$name"
+	sed -n 's/.*, scan_ms=\([0-9]*\),.*/\1/p' "$work/err" >> "$work/scan.$name"
+}
+
+# result NAME - "WALL SCAN" in ms: the median session's wall time per
+# message, the mean scan_ms
+result() {
+	wall=$(sort -n "$work/times.$1" | awk -v n="$N" '{ t[NR] = $1 } END { printf "%.2f", t[int((NR + 1) / 2)] / n / 1000 }')
+	scan=$(awk '{ s += $1 } END { printf "%.2f", NR ? s / NR : 0 }' "$work/scan.$1")
 	echo "$wall $scan"
 }
 
-# row NAME "WALL SCAN" ["BASE_WALL BASE_SCAN"] - one line of the table
+# row LABEL NAME [BASE] - one line of the table, with the difference to BASE
 row() {
-	set -- "$1" $2 ${3:-}
+	# shellcheck disable=SC2046
+	set -- "$1" $(result "$2") $([ -n "${3:-}" ] && result "$3")
 	if [ $# -eq 5 ]; then
 		extra=$(echo "$2 $4" | awk '{ printf "%+.2f", $1 - $2 }')
 		extra_scan=$(echo "$3 $5" | awk '{ printf "%+.2f", $1 - $2 }')
@@ -111,25 +121,46 @@ row() {
 	printf '| %-42s | %7s | %7s | %9s | %9s |\n' "$1" "$2" "$extra" "$3" "$extra_scan"
 }
 
+session "$work/session.$N" "$N" "$SIZE"
+session "$work/session.5" 5 100
 dead_sock=$work/nowhere.sock
 dead_port=127.0.0.1:$(free_port)
-dead_port2=127.0.0.1:$(free_port)
+dead_ports="$dead_port 127.0.0.1:$(free_port) 127.0.0.1:$(free_port) 127.0.0.1:$(free_port)"
+dead_socks="$dead_sock $work/a.sock $work/b.sock $work/c.sock"
+three_ports=$(echo "$dead_ports" | cut -d' ' -f1-3)
 
-echo "clamd pool cost: $N messages of ~$SIZE bytes per session, $RUNS sessions per pool"
-echo "wall: median session's wall time per message (ms); scan: mean scan_ms of the log lines"
+# The pools take turns, round after round, so that a busy moment of the
+# machine falls on all of them alike.
+r=0
+while [ $r -lt "$RUNS" ]; do
+	one unix "$N" "$sock"
+	one sock_unix "$N" "$dead_sock" "$sock"
+	one port_unix "$N" "$dead_port" "$sock"
+	# shellcheck disable=SC2086
+	one seven_unix "$N" $dead_socks $three_ports "$sock"
+	one tcp "$N" "$tcp"
+	one sock_tcp "$N" "$dead_sock" "$tcp"
+	one port_tcp "$N" "$dead_port" "$tcp"
+	r=$((r + 1))
+done
+# every message of an all-dead pool: 2 x 8 refused connects and the pause
+# shellcheck disable=SC2086
+one dead8 5 $dead_socks $dead_ports
+
+echo "clamd pool cost: $N messages of ~$SIZE bytes per session, $RUNS sessions per pool, taking turns"
+echo "wall: median session's wall time per message; scan: mean scan_ms of the log lines (ms)"
 echo
-printf '| %-42s | %7s | %7s | %9s | %9s |\n' pool wall extra "scan" "extra"
+printf '| %-42s | %7s | %7s | %9s | %9s |\n' pool wall extra scan extra
 printf '|%s|%s|%s|%s|%s|\n' "--------------------------------------------" "---------" "---------" "-----------" "-----------"
-base=$(run "$sock")
-row "[live unix] (FILDES)" "$base"
-row "[dead socket, live unix]" "$(run "$dead_sock" "$sock")" "$base"
-row "[dead port, live unix]" "$(run "$dead_port" "$sock")" "$base"
-row "[7 dead (5 sockets, 2 ports), live unix]" \
-	"$(run "$dead_sock" "$dead_port" "$work/a.sock" "$work/b.sock" "$dead_port2" "$work/c.sock" "$work/d.sock" "$sock")" "$base"
-base=$(run "$tcp")
-row "[live TCP] (INSTREAM)" "$base"
-row "[dead socket, live TCP]" "$(run "$dead_sock" "$tcp")" "$base"
-row "[dead port, live TCP]" "$(run "$dead_port" "$tcp")" "$base"
+row "[live unix] (FILDES)" unix
+row "[dead socket, live unix]" sock_unix unix
+row "[dead port, live unix]" port_unix unix
+row "[7 dead (4 sockets, 3 ports), live unix]" seven_unix unix
+row "[live TCP] (INSTREAM)" tcp
+row "[dead socket, live TCP]" sock_tcp tcp
+row "[dead port, live TCP]" port_tcp tcp
+scan=$(awk '{ s += $1 } END { printf "%.1f", s / NR }' "$work/scan.dead8")
 echo
-echo "A dead member is tried first for about half the messages (random start);"
-echo "a refused connect costs a connect() and a WARNING line, no wait."
+echo "All 8 members dead (4 sockets, 4 ports): scan_ms $scan per message, that is the"
+echo "1000 ms pause + 16 refused connects, which cost $(echo "$scan" | awk '{ d = $1 - 1000; printf (d < 1 ? "under 1 ms in all (scan_ms counts whole ms)" : "%.2f ms each"), d / 16 }')."
+echo "With a live member a dead one is tried first for about half the messages (random start)."
