@@ -29,6 +29,7 @@
 struct session {
 	struct conn client, server;
 	int server_lost;        /* set once the server connection is unusable */
+	int server_closing;     /* it said 421: once that is relayed, we end too */
 	int quit_sent;
 	int client_gone;        /* EOF, timeout or stop: no QUIT reply to wait for */
 	int recipients;         /* accepted by the server in this transaction */
@@ -125,6 +126,8 @@ static int read_reply(struct session *s)
 		if (cfg->debug >= 4)
 			transcript("server", line, len);
 	}
+	if (code == 421)
+		s->server_closing = s->server_lost = 1;  /* RFC 5321 3.8: it is going */
 	return code;
 }
 
@@ -789,7 +792,7 @@ static int do_data(struct session *s)
 	}
 	reset_transaction(s);
 	s->xclient[0] = s->xident[0] = '\0';    /* XFORWARD is per transaction */
-	return NEXT;
+	return s->server_closing ? END : NEXT;
 }
 
 /* connect_server - serveraddr, or with only a port, the client's own IP */
