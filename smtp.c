@@ -559,8 +559,12 @@ static int header_line(struct session *s, const char *line)
 	return conn_write(&s->server, "\r\n", 2);
 }
 
-/* send_message - DATA, our headers, the stuffed spool, "."; the server's code */
-static int send_message(struct session *s, struct spool *spool, const char *status)
+/*
+ * send_message - DATA, our headers, the stuffed spool, "."; the server's
+ * code. The -h header says the message was scanned (SPEC 1): an unscanned
+ * one gets only its status field.
+ */
+static int send_message(struct session *s, struct spool *spool, int scanned, const char *status)
 {
 	int code = to_server(s, "DATA", 4);
 
@@ -573,7 +577,7 @@ static int send_message(struct session *s, struct spool *spool, const char *stat
 		return IO_ERROR;
 	}
 	errno = 0;
-	if (header_line(s, cfg->header) != IO_OK || header_line(s, status) != IO_OK ||
+	if (header_line(s, scanned ? cfg->header : NULL) != IO_OK || header_line(s, status) != IO_OK ||
 	    copy_message(s, spool, status != NULL) != IO_OK ||
 	    conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK) {
 		/* Dropping the connection before "." is the only safe abort. */
@@ -659,7 +663,7 @@ static int deliver(struct session *s, struct spool *spool, const char *mark, int
 
 	if (mark)
 		snprintf(field, sizeof(field), "%s: %s", STATUS_FIELD, mark);
-	code = send_message(s, spool, mark ? field : NULL);
+	code = send_message(s, spool, scan != NULL && scan->result != SCAN_ERROR, mark ? field : NULL);
 	if (code < 0) {
 		client_reply(s, R_FORWARD_FAIL);
 		log_message(s, LOG_ERR, spool->size, "ERROR:server failed during transfer", 0, scan);

@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the command to run and fails.
 # Usage: tests/deps.sh [extra-package ...]
 set -e
-need="bats clamav-daemon swaks libio-socket-inet6-perl socat python3 xinetd systemd postfix netcat-openbsd groff-base procps $*"
+need="bats clamav-daemon swaks libio-socket-inet6-perl socat python3 xinetd systemd postfix netcat-openbsd groff-base procps util-linux mount $*"
 missing=
 for pkg in $need; do
 	dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||

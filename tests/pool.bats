@@ -222,9 +222,9 @@ mixed_messages() {
 	session_of "$T/in" "$T/c.eml"
 	pool_filter -f pass < "$T/in"
 	[ "$(codes)" = "$(data_codes 1)" ]
-	m=$(delivered_with "$T/c.eml" "$HEADER" "X-Virus-Status: Unscanned (scan failed)")
-	# the body after the added lines is byte-identical to what was sent
-	tail -n +3 "$m" | cmp - "$T/c.eml"
+	m=$(delivered_with "$T/c.eml" "X-Virus-Status: Unscanned (scan failed)")
+	# the body after the added line (no -h header: it was not scanned) is byte-identical to what was sent
+	tail -n +2 "$m" | cmp - "$T/c.eml"
 	log_lines | grep -q 'status=UNSCANNED:scan failed, '
 	run grep -c ', clamd=' <(log_lines)
 	[ "$output" = 0 ]
@@ -255,7 +255,7 @@ mixed_messages() {
 	pool_listener -f pass
 	session_to_listener "$T/in" "$T/got"
 	[ "$(codes_of "$T/got")" = "$(data_codes 1)" ]
-	delivered_with "$T/c.eml" "$HEADER" "X-Virus-Status: Unscanned (scan failed)"
+	delivered_with "$T/c.eml" "X-Virus-Status: Unscanned (scan failed)"
 	log_lines | grep -q 'status=UNSCANNED:scan failed, '
 }
 
@@ -391,7 +391,7 @@ mixed_messages() {
 	pool_filter -f pass < "$T/in"
 	[ "$(codes)" = "$(data_codes 1)" ]
 	[ "$(grep -c "clamd $(member_tcp a) failed (pass [12] of 2): timed out" "$T/err")" = 2 ]
-	delivered_with "$T/c.eml" "$HEADER" "X-Virus-Status: Unscanned (scan failed)"
+	delivered_with "$T/c.eml" "X-Virus-Status: Unscanned (scan failed)"
 	ms=$(scan_ms_values)
 	echo "paused alone: scan_ms=$ms"
 	[ "$ms" -ge 4900 ] && [ "$ms" -lt 6500 ]
@@ -408,7 +408,7 @@ mixed_messages() {
 	session_of "$T/in" "$T/c.eml"
 	pool_filter -f pass < "$T/in"
 	[ "$(codes)" = "$(data_codes 1)" ]
-	delivered_with "$T/c.eml" "$HEADER" "X-Virus-Status: Unscanned (scan failed)" > /dev/null
+	delivered_with "$T/c.eml" "X-Virus-Status: Unscanned (scan failed)" > /dev/null
 	[ "$(grep -c 'failed (pass [12] of 2): cannot connect' "$T/err")" = 4 ]
 	ms=$(scan_ms_values)
 	echo "two blocked members, -t 1: scan_ms=$ms"
