@@ -30,6 +30,7 @@ struct session {
 	struct conn client, server;
 	int server_lost;        /* set once the server connection is unusable */
 	int server_closing;     /* it said 421: once that is relayed, we end too */
+	int client_told;        /* a 421 went to the client already */
 	int quit_sent;
 	int client_gone;        /* EOF, timeout or stop: no QUIT reply to wait for */
 	int recipients;         /* accepted by the server in this transaction */
@@ -156,6 +157,8 @@ static int to_server(struct session *s, const char *line, size_t len)
 static void relay_reply(struct session *s)
 {
 	conn_write(&s->client, s->reply, s->reply_len);
+	if (s->reply_len >= 3 && memcmp(s->reply, "421", 3) == 0)
+		s->client_told = 1;     /* the client knows the end is coming */
 }
 
 /* server_keepalive - NOOP to a server that waits on us (SPEC 4.7) */
@@ -796,7 +799,11 @@ static int do_data(struct session *s)
 	}
 	reset_transaction(s);
 	s->xclient[0] = s->xident[0] = '\0';    /* XFORWARD is per transaction */
-	return s->server_closing ? END : NEXT;
+	if (!s->server_closing)
+		return NEXT;
+	if (!s->client_told)
+		client_reply(s, R_SERVER_LOST);         /* it closed while we kept it waiting */
+	return END;
 }
 
 /* connect_server - serveraddr, or with only a port, the client's own IP */

@@ -1148,7 +1148,9 @@ class Session:
         self.verify_message(t, content, virus, outcome, got)
         self.stats.outcomes[outcome] += 1
         self.rcpts = 0
-        if next_cmd is not None:
+        if next_cmd is not None and self.ended:
+            self.expect_end()               # a relayed 421 answered the message: gone
+        elif next_cmd is not None:
             wants = self.model(next_cmd)
             self.stats.commands += 1
             self.check(self.reply(), wants, next_cmd + " (after the dot)")
@@ -1185,7 +1187,9 @@ class Session:
                 self.gone = "lost"
                 return R_FORWARD_FAIL, "451 server hung up at DATA"
             if act[0] == "close421":
+                # RFC 5321 3.8: the relayed 421 ends the session at once
                 self.gone = "gone"
+                self.ended = True
                 return act[1], "421 server closed at DATA"
             return act[1], "server refused DATA (%s)" % act[1][0][:3]
         self.srv.plan("DATA", ("reply", ["354 Go ahead %s" % tag]))
@@ -1208,6 +1212,7 @@ class Session:
             lines = ["421 4.3.2 closing at the end %s" % tag]
             self.srv.plan("END", ("close421", lines))
             self.gone = "gone"
+            self.ended = True
             return lines, "421 server closed at the end"
         if what == "hangup-mid":
             raw_len = len(self.run.header_line(self.opts)) + len(stuffed(content))
