@@ -381,3 +381,27 @@ open(path, "wb").write(b"".join(out)[:-2])
 	done < "$TESTS/postfix-proxy-example.cf"
 	[ "$n" -ge 17 ]
 }
+
+@test "proxy: a scan slower than smtpd_proxy_timeout gives the client 4xx, and the message is not delivered behind its back" {
+	# A clean verdict that comes after Postfix has given up on clamsmtpd:
+	# the sender was told to try again, so passing the message on now
+	# would deliver it twice.
+	[ -n "${PROXY_TIMEOUT_TEST:-}" ] ||
+		skip "clamsmtpd still passes the message on after Postfix gave up (reported; PROXY_TIMEOUT_TEST=1 runs it)"
+	start_fake_clamd ok unix --delay 8
+	CLAMD_SOCK=$CLAMADDR
+	postfix_up proxy
+	postconf -c "$PF/etc" -P "127.0.0.1:$SUBMIT/inet/smtpd_proxy_timeout=3s"
+	postfix -c "$PF/etc" reload > /dev/null 2>&1
+	sleep 1
+	refute submit --body "slower than the proxy timeout"
+	grep -q '^<\*\* *4[0-9][0-9] ' "$T/swaks"
+	refute grep -q 'queued as' "$T/swaks"
+	# the verdict comes 8 s after the scan began (3 s before swaks returned);
+	# then give clamsmtpd and Postfix time to act on it
+	sleep 8
+	settled
+	# Postfix reports the proxy error to the postmaster; nothing else may arrive
+	refute grep -qs '^to=<rcpt@example.test>$' "$SRV"/*.env
+	[ "$(entered_queue)" = 0 ]
+}
