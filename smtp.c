@@ -33,6 +33,7 @@ struct session {
 	int client_told;        /* a 421 went to the client already */
 	int quit_sent;
 	int client_gone;        /* EOF, timeout or stop: no QUIT reply to wait for */
+	int client_socket;      /* the client is on a socket, which can show a hang-up */
 	int recipients;         /* accepted by the server in this transaction */
 	unsigned messages;
 	char peer[64];          /* the client's IP, when it has one */
@@ -563,14 +564,41 @@ static int header_line(struct session *s, const char *line)
 }
 
 /*
+ * client_hung_up - the client closed its connection while we scanned or
+ * sent (a before-queue MTA whose proxy timeout ran out): it was told to
+ * try again, so the server must not get the message now, or it would
+ * arrive twice. Only a socket can say so; a pipe or file at its end is a
+ * transcript that still wants its replies.
+ */
+static int client_hung_up(struct session *s)
+{
+	struct pollfd p = { .fd = s->client.rfd, .events = POLLIN | POLLRDHUP };
+	char byte;
+	ssize_t n;
+
+	if (!s->client_socket || s->client.in_pos != s->client.in_len || poll(&p, 1, 0) <= 0)
+		return 0;
+	n = recv(s->client.rfd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		msg(LOG_WARNING, "client hung up before the message was passed on; not passing it on");
+		s->client_gone = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * send_message - DATA, our headers, the stuffed spool, "."; the server's
  * code. The -h header says the message was scanned (SPEC 1): an unscanned
  * one gets only its status field.
  */
 static int send_message(struct session *s, struct spool *spool, int scanned, const char *status)
 {
-	int code = to_server(s, "DATA", 4);
+	int code;
 
+	if (client_hung_up(s))
+		return IO_EOF;
+	code = to_server(s, "DATA", 4);
 	if (code < 0 || code / 100 == 4 || code / 100 == 5)
 		return code;
 	if (code != 354) {
@@ -581,13 +609,15 @@ static int send_message(struct session *s, struct spool *spool, int scanned, con
 	}
 	errno = 0;
 	if (header_line(s, scanned ? cfg->header : NULL) != IO_OK || header_line(s, status) != IO_OK ||
-	    copy_message(s, spool, status != NULL) != IO_OK ||
+	    copy_message(s, spool, status != NULL) != IO_OK || conn_flush(&s->server) != IO_OK ||
+	    client_hung_up(s) ||
 	    conn_write(&s->server, ".\r\n", 3) != IO_OK || conn_flush(&s->server) != IO_OK) {
 		/* Dropping the connection before "." is the only safe abort. */
-		msg(LOG_ERR, "message transfer to server failed: %s",
-		    errno ? strerror(errno) : "timed out");
+		if (!s->client_gone)
+			msg(LOG_ERR, "message transfer to server failed: %s",
+			    errno ? strerror(errno) : "timed out");
 		s->server_lost = 1;
-		return IO_ERROR;
+		return s->client_gone ? IO_EOF : IO_ERROR;
 	}
 	return read_reply(s);
 }
@@ -669,7 +699,8 @@ static int deliver(struct session *s, struct spool *spool, const char *mark, int
 	code = send_message(s, spool, scan != NULL && scan->result != SCAN_ERROR, mark ? field : NULL);
 	if (code < 0) {
 		client_reply(s, R_FORWARD_FAIL);
-		log_message(s, LOG_ERR, spool->size, "ERROR:server failed during transfer", 0, scan);
+		log_message(s, LOG_ERR, spool->size, s->client_gone ? "ERROR:client gone before it was sent on"
+			    : "ERROR:server failed during transfer", 0, scan);
 		return code;
 	}
 	relay_reply(s);
@@ -966,6 +997,7 @@ int smtp_session(int in, int out)
 	srand((unsigned)getpid() ^ (unsigned)time(NULL));      /* the pool's start (SPEC 8.1) */
 	block_stop_signals();
 	log_client(s, in);
+	s->client_socket = is_socket(in);
 	in_flags = fcntl(in, F_GETFL);
 	out_flags = fcntl(out, F_GETFL);
 	conn_init(&s->client, in, out, "client", cfg->timeout);
