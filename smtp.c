@@ -273,6 +273,24 @@ static int verb_is(const char *line, size_t len, const char *verb)
 	return len >= n && strncasecmp(line, verb, n) == 0 && (len == n || line[n] == ' ');
 }
 
+/* note_recipient - one more accepted recipient, for the log line and the -x hook */
+static void note_recipient(struct session *s, const char *line, size_t len)
+{
+	char rcpt[260];
+	size_t used = strlen(s->rcpt_log);
+
+	envelope_address(rcpt, sizeof(rcpt), line, len);
+	if (used + strlen(rcpt) + 16 < sizeof(s->rcpt_log))
+		snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", to=%s", rcpt);
+	else if (!strstr(s->rcpt_log, ", ..."))
+		snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", ...");
+	used = strlen(s->rcpt_list);
+	if (used + strlen(rcpt) + 2 < sizeof(s->rcpt_list))
+		snprintf(s->rcpt_list + used, sizeof(s->rcpt_list) - used, "%s%s",
+			 used ? "\n" : "", rcpt);
+	s->recipients++;
+}
+
 /* relay_command - pass a command on and its reply back, noting what it did */
 static int relay_command(struct session *s, const char *line, size_t len)
 {
@@ -311,21 +329,8 @@ static int relay_command(struct session *s, const char *line, size_t len)
 		reset_transaction(s);
 		envelope_address(s->sender, sizeof(s->sender), line, len);
 	}
-	if (verb_is(line, len, "RCPT") && code / 100 == 2) {
-		char rcpt[260];
-		size_t used = strlen(s->rcpt_log);
-
-		envelope_address(rcpt, sizeof(rcpt), line, len);
-		if (used + strlen(rcpt) + 16 < sizeof(s->rcpt_log))
-			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", to=%s", rcpt);
-		else if (!strstr(s->rcpt_log, ", ..."))
-			snprintf(s->rcpt_log + used, sizeof(s->rcpt_log) - used, ", ...");
-		used = strlen(s->rcpt_list);
-		if (used + strlen(rcpt) + 2 < sizeof(s->rcpt_list))
-			snprintf(s->rcpt_list + used, sizeof(s->rcpt_list) - used, "%s%s",
-				 used ? "\n" : "", rcpt);
-		s->recipients++;
-	}
+	if (verb_is(line, len, "RCPT") && code / 100 == 2)
+		note_recipient(s, line, len);
 	relay_reply(s);
 	if (verb_is(line, len, "QUIT")) {
 		s->quit_sent = 1;
