@@ -32,21 +32,19 @@ import email.mime.multipart
 import email.mime.text
 import json
 import os
-import platform
 import pwd
 import re
 import shutil
 import signal
 import smtplib
-import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 
-HZ = os.sysconf("SC_CLK_TCK")
-KiB, MiB = 1024, 1024 * 1024
+import common
+from common import (HZ, KiB, MiB, busy_s, fmt, free_ports, log, machine, run_timed,
+                    size_name, sink_messages, stat_fields, status_value)
 SYSTEMS = ["postfix", "milter", "amavis", "after", "before"]
 FILTERS = ["milter", "amavis", "after", "before"]
 NAME = {"postfix": "Postfix alone", "milter": "clamav-milter", "amavis": "amavisd-new",
@@ -62,46 +60,8 @@ SETTLE = 2.2      # s after the last delivery: Postfix's cached connections clos
 SENDER, RCPT = "sender@example.test", "rcpt@example.test"
 
 
-def size_name(n):
-    return "%d MiB" % (n // MiB) if n >= MiB else "%d KiB" % (n // KiB)
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def listening(port):
-    want = ":%04X" % port
-    try:
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                parts = line.split()
-                if parts[1].endswith(want) and parts[3] == "0A":
-                    return True
-    except OSError:
-        pass
-    return False
-
-
 def wait_listening(port, proc, what, limit=30.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if listening(port):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("%s exited at start (status %s)" % (what, proc.returncode))
-        time.sleep(0.02)
-    raise RuntimeError("%s does not listen on port %d" % (what, port))
+    common.wait_listening(port, proc, what, limit, 0.02)
 
 
 # ------------------------------------------------------------------ /proc
@@ -112,11 +72,9 @@ def snapshot():
         if not d.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % d) as f:
-                data = f.read()
+            f = stat_fields(int(d))
         except OSError:
             continue
-        f = data[data.rindex(")") + 2:].split()
         out[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / HZ)
     return out
 
@@ -137,23 +95,6 @@ def tree(snap, root):
 
 def tree_cpu(snap, root):
     return sum(snap[p][1] for p in tree(snap, root))
-
-
-def busy_s():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / HZ
-
-
-def status_kib(pid, key):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class CpuGroups:
@@ -235,9 +176,9 @@ class MemSampler(threading.Thread):
     def run(self):
         while not self.done.is_set():
             pids = tree(snapshot(), self.root)
-            rss = sum(status_kib(p, "VmRSS") for p in pids)
+            rss = sum(status_value(p, "VmRSS") for p in pids)
             self.rss_sum_max = max(self.rss_sum_max, rss)
-            self.hwm_max = max([self.hwm_max] + [status_kib(p, "VmHWM") for p in pids])
+            self.hwm_max = max([self.hwm_max] + [status_value(p, "VmHWM") for p in pids])
             self.procs_max = max(self.procs_max, len(pids))
             self.done.wait(self.interval)
 
@@ -246,51 +187,11 @@ class MemSampler(threading.Thread):
         self.join(5)
 
 
-def run_timed(argv, out_path, timeout):
-    """(exit status, wall seconds, CPU seconds of it)."""
-    with open(out_path, "wb") as out:
-        t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        timer = threading.Timer(timeout, p.kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-        finally:
-            timer.cancel()
-        t1 = time.monotonic()
-    return os.waitstatus_to_exitcode(status), t1 - t0, ru.ru_utime + ru.ru_stime
-
-
-class Procs:
-    """Every long-lived process started here, stopped by pid at the end."""
-
-    def __init__(self):
-        self.procs = []
+class Procs(common.Procs):
+    """common.Procs, each process started in its CPU group (see CpuGroups)."""
 
     def start(self, argv, log_path, group=None, **kw):
-        with open(log_path, "ab") as logf:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                 close_fds=True, preexec_fn=CpuGroups.join(group), **kw)
-        self.procs.append(p)
-        return p
-
-    def stop(self, p, limit=20.0):
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(limit)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        if p in self.procs:
-            self.procs.remove(p)
-
-    def stop_all(self):
-        for p in list(self.procs):
-            self.stop(p, 15.0)
+        return super().start(argv, log_path, preexec_fn=CpuGroups.join(group), **kw)
 
 
 def example_block(path, name):
@@ -660,16 +561,7 @@ class Bench:
         self.cg.remove()
 
     def sink_messages(self):
-        try:
-            with open(self.sink_log, "rb") as f:
-                f.seek(0, 2)
-                n = f.tell()
-                f.seek(max(0, n - 200))
-                tail = f.read().decode("ascii", "replace")
-        except OSError:
-            return 0
-        m = re.findall(r"mesg=(\d+)", tail)
-        return int(m[-1]) if m else 0
+        return sink_messages(self.sink_log)
 
     def settled(self, s, limit=60.0):
         end = time.monotonic() + limit
@@ -848,37 +740,6 @@ def versions():
     return {"postfix": pkg("postfix"), "clamav-daemon": pkg("clamav-daemon"),
             "clamav-milter": pkg("clamav-milter"), "amavisd-new": pkg("amavisd-new"),
             "perl": pkg("perl")}
-
-
-def machine():
-    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.*)", f.read())
-            info["cpu"] = m.group(1).strip() if m else "?"
-    except OSError:
-        info["cpu"] = "?"
-    with open("/proc/meminfo") as f:
-        m = re.search(r"MemTotal:\s*(\d+)", f.read())
-        info["mem"] = "%.1f GiB" % (int(m.group(1)) / 1024 / 1024)
-    try:
-        with open("/etc/os-release") as f:
-            info["os"] = re.search(r'PRETTY_NAME="([^"]*)"', f.read()).group(1)
-    except (OSError, AttributeError):
-        info["os"] = "?"
-    return info
-
-
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    if abs(x) >= 100:
-        return "%.0f" % x
-    if abs(x) >= 10:
-        return "%.1f" % x
-    if abs(x) >= 1:
-        return "%.*f" % (digits, x)
-    return "%.*f" % (digits + 1, x)
 
 
 def summarise(results, counts):
