@@ -210,30 +210,6 @@ def example_block(path, name):
     return out
 
 
-MASTER_BASE = """\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
 class System:
     """One Postfix instance with (or without) its filter."""
 
@@ -308,7 +284,8 @@ class System:
         return out
 
     def master_cf(self):
-        text = "# private Postfix instance for bench/peers.py (%s)\n" % self.name + MASTER_BASE
+        text = "# private Postfix instance for bench/peers.py (%s)\n" % self.name
+        text += self.b.master_services
         public = "127.0.0.1:%d inet n -      n       -       -       smtpd\n" % self.submit
         if self.name in ("postfix", "milter"):
             text += public
@@ -507,6 +484,9 @@ class Bench:
         self.example = os.path.join(self.main, "tests", "postfix-example.cf")
         self.proxy_example = os.path.join(self.main, "tests", "postfix-proxy-example.cf")
         self.instance = os.path.join(self.main, "tests", "postfix-instance.sh")
+        # the master.cf lines of Postfix's own services, as the tests' instances have them
+        self.master_services = subprocess.run([self.instance, "services"], capture_output=True,
+                                              text=True, check=True).stdout
         self.work = args.workdir
         self.procs = Procs()
         self.results = {}

@@ -8,6 +8,7 @@
 #       CLAMSMTPD SPOOL CLAMD [USER]
 #   tests/postfix-instance.sh start DIR
 #   tests/postfix-instance.sh stop DIR
+#   tests/postfix-instance.sh services
 #
 # create writes DIR/etc/main.cf and DIR/etc/master.cf.  Everything about
 # clamsmtpd comes from tests/postfix-example.cf (the lines the README and
@@ -31,7 +32,9 @@
 # waits until it has initialised; DIR/master.pid holds its pid.  stop sends
 # the master SIGTERM (which it passes on to its process group, spawned
 # clamsmtpd processes included), waits for every process of that group to
-# exit, then kills stragglers by pid.  Must run as root.
+# exit, then kills stragglers by pid.  Must run as root.  services prints
+# the master.cf lines of Postfix's own services that every instance has
+# (bench/peers.py builds its instances on them).
 
 set -u
 me=postfix-instance.sh
@@ -116,8 +119,32 @@ EOF
 	} > "$dir/etc/main.cf" || die "cannot write $dir/etc/main.cf"
 
 	{
-		cat <<EOF
-# private Postfix instance for clamsmtpd tests, written by tests/$me
+		echo "# private Postfix instance for clamsmtpd tests, written by tests/$me"
+		services
+		# in proxy mode the example's public smtpd is the submission port
+		if [ "$mode" != proxy ]; then
+			echo "127.0.0.1:$submit inet n -      n       -       -       smtpd"
+		fi
+		echo "# --- from tests/$(basename "$example"), block master.cf"
+		block master.cf | substitute
+		if [ "$mode" = spawn ]; then
+			echo "# --- from tests/postfix-example.cf, block master.cf spawn"
+			block "master.cf spawn" | substitute
+		fi
+	} > "$dir/etc/master.cf" || die "cannot write $dir/etc/master.cf"
+
+	rm -f "$dir/listener.cmd"
+	if [ "$mode" != spawn ]; then
+		block listener | substitute > "$dir/listener.cmd" ||
+			die "cannot write $dir/listener.cmd"
+	fi
+	mkdir -p "$dir/queue" "$dir/data" || die "cannot create $dir/queue, $dir/data"
+	chown postfix "$dir/data" || die "cannot chown $dir/data to postfix"
+}
+
+# services - the master.cf lines of Postfix's own services (no smtpd)
+services() {
+	cat <<'EOF'
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -139,25 +166,6 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
-		# in proxy mode the example's public smtpd is the submission port
-		if [ "$mode" != proxy ]; then
-			echo "127.0.0.1:$submit inet n -      n       -       -       smtpd"
-		fi
-		echo "# --- from tests/$(basename "$example"), block master.cf"
-		block master.cf | substitute
-		if [ "$mode" = spawn ]; then
-			echo "# --- from tests/postfix-example.cf, block master.cf spawn"
-			block "master.cf spawn" | substitute
-		fi
-	} > "$dir/etc/master.cf" || die "cannot write $dir/etc/master.cf"
-
-	rm -f "$dir/listener.cmd"
-	if [ "$mode" != spawn ]; then
-		block listener | substitute > "$dir/listener.cmd" ||
-			die "cannot write $dir/listener.cmd"
-	fi
-	mkdir -p "$dir/queue" "$dir/data" || die "cannot create $dir/queue, $dir/data"
-	chown postfix "$dir/data" || die "cannot chown $dir/data to postfix"
 }
 
 # group_members PGID - pids of live processes in that process group
@@ -216,5 +224,6 @@ case $cmd in
 create) create "$@" ;;
 start) start "$@" ;;
 stop) stop "$@" ;;
-*) echo "usage: $me create|start|stop DIR ..." >&2; exit 2 ;;
+services) services ;;
+*) echo "usage: $me create|start|stop DIR ... | services" >&2; exit 2 ;;
 esac
