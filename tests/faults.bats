@@ -61,122 +61,15 @@ scan_failed() {
 #
 # drive SCRIPT [flags] - run clamsmtpd (the way filter does, -d 4, -t
 # ${TIMEOUT:-10}) with one end of a socketpair as its stdin and stdout, and
-# play the client from SCRIPT, one step a line:
-#   send TEXT        write TEXT (\r \n \0 escapes)
-#   sendfile PATH    write a file in one go
-#   slowfile PATH S  write a file a line at a time, S seconds apart
-#   reply [N]        read N whole replies (default 1) into $T/out
-#   drain            read whatever comes until clamsmtpd closes, into $T/out
-#   eof              shut down our sending side: clamsmtpd reads EOF
-#   close            close our socket altogether (no more replies read)
-#   sleep S
-#   mark             start the stopwatch again
-#   shell CMD        sh -c CMD with $PID set; the script fails if it does
-#   kill9            SIGKILL clamsmtpd
-#   wait S           wait at most S s for clamsmtpd to exit: the status goes
-#                    to $T/rc (128+signal when killed), the seconds since
-#                    the last mark (or the start) to $T/elapsed
-# The script's own status is 1 when a step failed (the reason on stderr).
+# play the client from SCRIPT with tests/smtp-play.py (its steps, one a line;
+# replies go to $T/out, the log to a new $T/err). The status is 1 when a
+# step failed (the reason on stderr).
 drive() {
 	local script=$1
 	shift
-	python3 - "$script" "$T" "$CLAMSMTPD" -d 4 -t "${TIMEOUT:-10}" -D "$SPOOL" \
-		-c "$CLAMADDR" "$@" "$SERVER" <<'EOF'
-import os, signal, socket, subprocess, sys, time
-
-script, tdir, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-err = open(os.path.join(tdir, "err"), "wb")
-out = open(os.path.join(tdir, "out"), "ab")
-child = subprocess.Popen(cmd, stdin=theirs.fileno(), stdout=theirs.fileno(),
-                         stderr=err, close_fds=True)
-theirs.close()
-with open(os.path.join(tdir, "pids"), "a") as f:
-    f.write("%d\n" % child.pid)
-mark = time.monotonic()
-buf = bytearray()
-
-def fail(why):
-    sys.stderr.write("drive: %s\n" % why)
-    sys.exit(1)
-
-def unescape(text):
-    return text.encode("latin-1").decode("unicode_escape").encode("latin-1")
-
-def read_reply():
-    ours.settimeout(30)
-    while True:
-        start = 0
-        i = buf.find(b"\n")
-        while i >= 0:
-            line = bytes(buf[start:i + 1])
-            if len(line) >= 4 and line[:3].isdigit() and line[3:4] in (b" ", b"\r", b"\n"):
-                del buf[:i + 1]
-                return line
-            start = i + 1
-            i = buf.find(b"\n", start)
-        try:
-            data = ours.recv(65536)
-        except OSError as e:
-            fail("reading a reply: %s" % e)
-        if not data:
-            fail("clamsmtpd closed the connection; waiting for a reply")
-        out.write(data); out.flush()
-        buf.extend(data)
-
-for raw in open(script):
-    words = raw.rstrip("\n").split(" ", 1)
-    step, arg = words[0], words[1] if len(words) > 1 else ""
-    if not step or step.startswith("#"):
-        continue
-    if step == "send":
-        ours.sendall(unescape(arg))
-    elif step == "sendfile":
-        ours.sendall(open(arg, "rb").read())
-    elif step == "slowfile":
-        path, secs = arg.split()
-        for line in open(path, "rb").read().splitlines(keepends=True):
-            ours.sendall(line)
-            time.sleep(float(secs))
-    elif step == "reply":
-        for _ in range(int(arg or 1)):
-            read_reply()
-    elif step == "drain":
-        ours.settimeout(30)
-        try:
-            while True:
-                data = ours.recv(65536)
-                if not data:
-                    break
-                out.write(data); out.flush()
-        except OSError:
-            pass
-    elif step == "eof":
-        ours.shutdown(socket.SHUT_WR)
-    elif step == "close":
-        ours.close()
-    elif step == "sleep":
-        time.sleep(float(arg))
-    elif step == "mark":
-        mark = time.monotonic()
-    elif step == "shell":
-        env = dict(os.environ, PID=str(child.pid))
-        if subprocess.call(["sh", "-c", arg], env=env) != 0:
-            fail("shell step failed: %s" % arg)
-    elif step == "kill9":
-        child.send_signal(signal.SIGKILL)
-    elif step == "wait":
-        try:
-            rc = child.wait(timeout=float(arg))
-        except subprocess.TimeoutExpired:
-            fail("clamsmtpd still running after %s s" % arg)
-        with open(os.path.join(tdir, "rc"), "w") as f:
-            f.write("%d\n" % (128 - rc if rc < 0 else rc))
-        with open(os.path.join(tdir, "elapsed"), "w") as f:
-            f.write("%.2f\n" % (time.monotonic() - mark))
-    else:
-        fail("unknown step %r" % step)
-EOF
+	: > "$T/err"
+	python3 "$TESTS/smtp-play.py" "$script" "$T" "$CLAMSMTPD" -d 4 -t "${TIMEOUT:-10}" \
+		-D "$SPOOL" -c "$CLAMADDR" "$@" "$SERVER"
 }
 
 # elapsed_under S - the stopwatch of the last drive said less than S seconds
