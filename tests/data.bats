@@ -120,21 +120,7 @@ clamsmtpd_cmd() {
 
 # big_message MEANT BYTES - about BYTES of CRLF text lines, some starting with dots
 big_message() {
-	python3 -c '
-import sys
-path, size = sys.argv[1], int(sys.argv[2])
-out = [b"From: sender@example.test\r\nSubject: big\r\n\r\n"]
-n, i = len(out[0]), 0
-while n < size:
-    if i % 97 == 0:
-        line = b"." * (1 + i % 3) + b" dotted line %d\r\n" % i
-    else:
-        line = b"line %09d abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n" % i
-    out.append(line)
-    n += len(line)
-    i += 1
-open(path, "wb").write(b"".join(out))
-' "$1" "$2"
+	dotted_text "$1" "$2" 'From: sender@example.test\r\nSubject: big\r\n\r\n'
 }
 
 # smuggle VARIANT - a one-message session whose body holds VARIANT (printf

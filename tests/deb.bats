@@ -102,13 +102,7 @@ teardown() {
 	if [ -e "$DEFAULTS" ] && [ -e "$BATS_FILE_TMPDIR/defaults.orig" ]; then
 		cp "$BATS_FILE_TMPDIR/defaults.orig" "$DEFAULTS"
 	fi
-	local pid
-	while read -r pid; do
-		[ -n "$pid" ] && kill "$pid" 2>/dev/null
-	done < "$T/pids"
-	while read -r pid; do
-		[ -n "$pid" ] && wait_gone "$pid"
-	done < "$T/pids"
+	stop_pids
 	# the filter's own spool: nothing may be left in it
 	if [ -d "$PKGSPOOL" ] && [ -n "$(ls -A "$PKGSPOOL")" ]; then
 		echo "$PKGSPOOL not empty:" >&2

@@ -6,17 +6,6 @@
 
 load helpers
 
-# The helpers' teardown, kept under another name so that ours can first
-# undo what only these tests do (a tmpfs mount).
-eval "helpers_$(declare -f teardown)"
-
-teardown() {
-	if [ -n "${MOUNTED:-}" ] && mountpoint -q "$MOUNTED"; then
-		umount "$MOUNTED" 2>/dev/null || umount -l "$MOUNTED"
-	fi
-	helpers_teardown
-}
-
 # a message of the three header lines and about N bytes of body lines
 big_message() {
 	local file=$1 bytes=$2
@@ -448,10 +437,7 @@ dropped_as() {
 }
 
 @test "disk full (small tmpfs as -D): 452 4.3.1, RSET, nothing delivered" {
-	[ "$(id -u)" = 0 ] || skip "needs root to mount a tmpfs"
-	mkdir "$T/small"
-	mount -t tmpfs -o size=256k,mode=700 tmpfs "$T/small" || skip "cannot mount a tmpfs here"
-	MOUNTED=$T/small
+	small_spool
 	start_server
 	big_message "$T/body" 1000000
 	session "$T/body"

@@ -37,6 +37,29 @@ setup() {
 }
 
 teardown() {
+	if [ -n "${MOUNTED:-}" ] && mountpoint -q "$MOUNTED"; then
+		umount "$MOUNTED" 2>/dev/null || umount -l "$MOUNTED"
+	fi
+	stop_pids
+	if [ -z "${KEEP_SPOOL:-}" ] && [ -n "$(ls -A "$SPOOL")" ]; then
+		echo "spool directory not empty:" >&2
+		ls -la "$SPOOL" >&2
+		return 1
+	fi
+}
+
+# small_spool - $T/small, a 256 KiB tmpfs for a full spool (teardown unmounts
+# it if the test did not); the test is skipped where none can be mounted
+small_spool() {
+	[ "$(id -u)" = 0 ] || skip "needs root to mount a tmpfs"
+	mkdir "$T/small"
+	mount -t tmpfs -o size=256k,mode=700 tmpfs "$T/small" || skip "cannot mount a tmpfs here"
+	MOUNTED=$T/small
+}
+
+# stop_pids - SIGTERM every process recorded in $T/pids, then wait for each
+# (wait_gone)
+stop_pids() {
 	local pid
 	while read -r pid; do
 		[ -n "$pid" ] && kill "$pid" 2>/dev/null
@@ -44,11 +67,6 @@ teardown() {
 	while read -r pid; do
 		[ -n "$pid" ] && wait_gone "$pid"
 	done < "$T/pids"
-	if [ -z "${KEEP_SPOOL:-}" ] && [ -n "$(ls -A "$SPOOL")" ]; then
-		echo "spool directory not empty:" >&2
-		ls -la "$SPOOL" >&2
-		return 1
-	fi
 }
 
 # wait_gone PID - wait up to 5 s for a process to exit, then kill -9
@@ -165,4 +183,26 @@ count_messages() {
 # without_header FILE - a delivered message minus the first (added) line
 without_header() {
 	tail -c +$(( $(head -n1 "$1" | wc -c) + 1 )) "$1"
+}
+
+# dotted_text FILE BYTES HEADER [--no-last-crlf] - HEADER (\r \n escapes),
+# then CRLF text lines, every 97th starting with one to three dots, until
+# about BYTES in all; --no-last-crlf leaves the last line's CRLF off
+dotted_text() {
+	python3 -c '
+import sys
+path, size = sys.argv[1], int(sys.argv[2])
+out = [sys.argv[3].encode("latin-1").decode("unicode_escape").encode("latin-1")]
+n, i = len(out[0]), 0
+while n < size:
+    if i % 97 == 0:
+        line = b"." * (1 + i % 3) + b" dotted line %d\r\n" % i
+    else:
+        line = b"line %09d abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n" % i
+    out.append(line)
+    n += len(line)
+    i += 1
+data = b"".join(out)
+open(path, "wb").write(data[:-2] if sys.argv[4:] == ["--no-last-crlf"] else data)
+' "$@"
 }

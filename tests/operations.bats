@@ -6,8 +6,10 @@
 
 load helpers
 
-# The helpers' teardown under another name: ours first shows what happened.
+# The helpers' setup and teardown under other names: ours add to them (the
+# teardown first shows what happened).
 eval "helpers_$(declare -f teardown)"
+eval "helpers_$(declare -f setup)"
 
 setup_file() {
 	start_real_clamd
@@ -22,11 +24,7 @@ setup_file() {
 }
 
 setup() {
-	T=$BATS_TEST_TMPDIR
-	SPOOL=$T/spool
-	mkdir -m 700 "$SPOOL"
-	: > "$T/pids"
-	CLAMADDR=$CLAMD_SOCK
+	helpers_setup
 	H=$T/hook               # what a hook found out lands here
 	mkdir -m 777 "$H"
 	cd "$T" || return 1     # a hook that dumps core would leave it here

@@ -49,16 +49,11 @@ setup() {
 }
 
 teardown() {
-	local pid rc=0
+	local rc=0
 	T=$(cat "$BATS_TEST_TMPDIR/base" 2>/dev/null) || return 0
 	[ -n "$T" ] && [ -d "$T" ] || return 0
 	"$TESTS/postfix-instance.sh" stop "$T/pf" || rc=1
-	while read -r pid; do
-		[ -n "$pid" ] && kill "$pid" 2>/dev/null
-	done < "$T/pids"
-	while read -r pid; do
-		[ -n "$pid" ] && wait_gone "$pid"
-	done < "$T/pids"
+	stop_pids
 	"$TESTS/clamd-stop.sh" "$T/clamd" || rc=1
 	if [ -n "$(ls -A "$T/spool")" ]; then
 		echo "spool directory not empty:" >&2
@@ -326,24 +321,11 @@ never_queued() {
 }
 
 # big_text FILE BYTES - a message of about BYTES of CRLF text lines, some
-# starting with dots
+# starting with dots, without its last CRLF: swaks ends the data with
+# CRLF . CRLF itself
 big_text() {
-	python3 -c '
-import sys
-path, size = sys.argv[1], int(sys.argv[2])
-out = [b"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: big\r\n\r\n"]
-n, i = len(out[0]), 0
-while n < size:
-    if i % 97 == 0:
-        line = b"." * (1 + i % 3) + b" dotted line %d\r\n" % i
-    else:
-        line = b"line %09d abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n" % i
-    out.append(line)
-    n += len(line)
-    i += 1
-# without its last CRLF: swaks ends the data with CRLF . CRLF itself
-open(path, "wb").write(b"".join(out)[:-2])
-' "$1" "$2"
+	dotted_text "$1" "$2" 'From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: big\r\n\r\n' \
+		--no-last-crlf
 }
 
 @test "proxy: a 20 MB message passes within smtpd_proxy_timeout and arrives intact, once" {
