@@ -7,16 +7,13 @@
 
 load helpers
 
-# The helpers' teardown under another name: ours first undoes a tmpfs mount.
+# The helpers' teardown under another name: ours first shows what happened.
 eval "helpers_$(declare -f teardown)"
 
 teardown() {
 	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then       # failed: show what happened
 		echo "--- replies:" >&2; tr -d "\r" < "$T/out" 2>/dev/null | tail -20 >&2
 		echo "--- log:" >&2; tail -30 "$T/err" >&2 2>/dev/null
-	fi
-	if [ -n "${MOUNTED:-}" ] && mountpoint -q "$MOUNTED"; then
-		umount "$MOUNTED" 2>/dev/null || umount -l "$MOUNTED"
 	fi
 	helpers_teardown
 	# under a sanitizer build, a report in the log fails the test
@@ -192,10 +189,7 @@ listener() {
 }
 
 @test "spool reuse: after a spool write error (full tmpfs), a small next message is delivered, not 452" {
-	[ "$(id -u)" = 0 ] || skip "needs root to mount a tmpfs"
-	mkdir "$T/small"
-	mount -t tmpfs -o size=256k,mode=700 tmpfs "$T/small" || skip "cannot mount a tmpfs here"
-	MOUNTED=$T/small
+	small_spool
 	start_server
 	plain_message "$T/big" 1000000 1
 	message "$T/m2" 20000 2
