@@ -17,7 +17,7 @@
  * is one too, keeps the first line, keeps every other line whose keyword is
  * not one of the hidden ones (byte for byte but for index 3), drops the
  * rest, advertises no hidden keyword (case-insensitive, the keyword being
- * the text from index 4 up to the first space) on a non-first line, and a
+ * the text from index 4 up to the first space or TAB) on a non-first line, and a
  * second pass changes nothing.
  */
 #define _GNU_SOURCE
@@ -103,7 +103,7 @@ static int hidden_line(const struct line *l)
 
 	if (l->text <= 4)
 		return 0;
-	while (k < l->text && l->p[k] != ' ')
+	while (k < l->text && l->p[k] != ' ' && l->p[k] != '\t')
 		k++;
 	for (size_t i = 0; i < sizeof(hidden) / sizeof(*hidden); i++)
 		if (strlen(hidden[i]) == k - 4 && strncasecmp(l->p + 4, hidden[i], k - 4) == 0)
@@ -124,7 +124,7 @@ static int dropped(const struct line *l)
 		stripped--;
 	if (stripped <= 4)
 		return 0;
-	while (k < stripped && l->p[k] != ' ')
+	while (k < stripped && l->p[k] != ' ' && l->p[k] != '\t')
 		k++;
 	for (size_t i = 0; i < sizeof(hidden) / sizeof(*hidden); i++)
 		if (strlen(hidden[i]) == k - 4 && strncasecmp(l->p + 4, hidden[i], k - 4) == 0)
