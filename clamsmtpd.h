@@ -182,7 +182,6 @@ struct spool {
 	char buf[4 * IO_CHUNK]; /* room for a whole decoded read (2 * IO_CHUNK + 2) and more */
 };
 struct range { off_t from, to; };       /* bytes [from, to) of the spool */
-struct window { off_t at; size_t len; char data[8192]; };
 int spool_open(struct spool *s);
 int spool_next_field(struct spool *s, const char *name, off_t from, struct range *found);
 char *spool_room(struct spool *s, size_t need);

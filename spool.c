@@ -173,6 +173,9 @@ int header_valid(const char *header)
 	return 1;
 }
 
+/* A window on the spool, for reading its header section a line at a time. */
+struct window { off_t at; size_t len; char data[8192]; };
+
 /* window_at - spool bytes from at on, at least a line's start of them */
 static const char *window_at(struct spool *s, struct window *w, off_t at, size_t *avail)
 {
