@@ -58,7 +58,7 @@ int clamd_members(const char **members)
 }
 
 /* clamd_connect - one member, its connect bounded by SPEC 8.1's 10 s */
-int clamd_connect(const char *member, int *is_unix, char *why, size_t cap)
+static int clamd_connect(const char *member, int *is_unix, char *why, size_t cap)
 {
 	struct addr addr;
 	int limit = cfg->timeout < CONNECT_MAX ? cfg->timeout : CONNECT_MAX;

@@ -166,7 +166,6 @@ struct scan {                   /* what the pool said about one message */
 };
 struct spool;
 int clamd_members(const char **members);
-int clamd_connect(const char *member, int *is_unix, char *why, size_t cap);
 int clamd_scan(struct spool *spool, struct scan *scan, struct conn *keepalive);
 int clamd_verdict(const char *reply, size_t len, char *name, size_t cap);
 int clamd_probe(const char *member, char *out, size_t cap);
